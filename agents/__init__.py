@@ -1,0 +1,1 @@
+"""Policy backends, the rollout loop and the actor process (vLLM, transformers, scripted)."""

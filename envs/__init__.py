@@ -1,0 +1,1 @@
+"""Verifiable tasks: arithmetic chains, math problems, reasoning-gym generators."""

@@ -1,0 +1,1 @@
+"""The learner: masked policy-gradient loss, LoRA model, DeepSpeed engine, checkpoints."""

@@ -1,0 +1,26 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class CodePointTokenizer:
+    """A real, reversible tokenizer: one id per Unicode code point, shifted by an offset.
+
+    Its ids for a thought differ from any sampled ids the tests invent, so a test can tell
+    whether the env kept sampled ids or re-tokenised the text.
+    """
+
+    offset = 1000
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [ord(c) + self.offset for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i - self.offset) for i in ids)
+
+
+@pytest.fixture
+def tokenizer() -> CodePointTokenizer:
+    return CodePointTokenizer()
