@@ -22,7 +22,7 @@ SPLIT_CODES = {"train": 0, "test": 1}
 
 
 class ArithChainTask(VerifiableTask):
-    """Chains like ``6+4-3``: one operation per thought, the last result boxed.
+    """Chains like ``8+6+5``: one operation per thought, the last result boxed.
 
     Problem ``i`` of a split is a pure function of ``(seed, split, i)``. Splits are disjoint:
     a question belongs to ``test`` when a stable hash of its text falls in one of

@@ -21,6 +21,6 @@ class CodePointTokenizer:
         return "".join(chr(i - self.offset) for i in ids)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tokenizer() -> CodePointTokenizer:
     return CodePointTokenizer()

@@ -129,7 +129,9 @@ def test_truncates_at_token_budget(tokenizer):
 def test_non_string_action_raises_type_error():
     env = arith_env()
     env.reset()
-    with pytest.raises(TypeError, match=r"^action must be a str or a thoughtmdp\.Thought, got int$"):
+    with pytest.raises(
+        TypeError, match=r"^action must be a str or a thoughtmdp\.Thought, got int$"
+    ):
         env.step(3)
 
 
@@ -169,7 +171,9 @@ def test_bad_reset_options_raise_clear_errors(options, error, message):
 
 def test_reset_to_prefix_keeps_sampled_token_ids(tokenizer):
     env = arith_env(tokenizer=tokenizer)
-    sampled = Thought("8+6=14", token_ids=(7, 8, 9, 2), logprobs=(-0.1, -0.2, -0.3, -0.4), policy_version=3)
+    sampled = Thought(
+        "8+6=14", token_ids=(7, 8, 9, 2), logprobs=(-0.1, -0.2, -0.3, -0.4), policy_version=3
+    )
     prompt_ids = (11, 12, 13)
     obs, info = env.reset(options={"prefix": PrefixState("train/0", prompt_ids, (sampled,))})
     assert info["prompt_token_ids"] == prompt_ids
@@ -199,7 +203,7 @@ def test_get_state_and_set_state_round_trip():
     assert env.step(RIGHT[1])[1] == 1.0
     env.set_state(PrefixState("test/1"))
     assert env.problem.id == "test/1"
-    with pytest.raises(TypeError, match="^set_state expects a PrefixState, got tuple$"):
+    with pytest.raises(TypeError, match=r"^set_state expects a PrefixState, got tuple$"):
         env.set_state(("train/0",))
 
 
@@ -227,11 +231,13 @@ def test_render_ansi_lists_thoughts():
 
 
 def test_constructor_validates_arguments():
-    with pytest.raises(ValueError, match=r"^task 'list_task' has splits \('train', 'test'\), not 'dev'$"):
+    with pytest.raises(
+        ValueError, match=r"^task 'list_task' has splits \('train', 'test'\), not 'dev'$"
+    ):
         ThoughtMDPEnv(ListTask(), split="dev")
     with pytest.raises(TypeError, match=r"need a task name, not an object"):
         ThoughtMDPEnv(ListTask(), num_steps=3)
-    with pytest.raises(ValueError, match="^max_thoughts must be at least 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^max_thoughts must be at least 1, got 0$"):
         ThoughtMDPEnv(ListTask(), max_thoughts=0)
 
 

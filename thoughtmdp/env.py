@@ -142,7 +142,6 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
         reward = 0.0
         if terminated:
             reward, info["verifier"] = self._score()
-        info["reward"] = reward
         return self._observation(), reward, terminated, truncated, info
 
     def render(self) -> str | None:

@@ -126,7 +126,7 @@ def make_task(name: str, **kwargs: Any) -> VerifiableTask:
         ThoughtMDPError: If the factory does not return a :class:`VerifiableTask`.
 
     >>> make_task("arith_chain", num_steps=2, seed=0).problems("train")[0].question
-    '6+4-3'
+    '8+6+5'
     """
     task = TASKS.get(name)(**kwargs)
     if not isinstance(task, VerifiableTask):
