@@ -1,0 +1,151 @@
+"""Tests of thoughtmdp.isolation: time limits, crashes, remote exceptions, threads.
+
+The targets are stdlib functions, since a 'spawn' child must import its target by name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import operator
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from thoughtmdp.errors import ThoughtMDPError, VerifierTimeout
+from thoughtmdp.isolation import (
+    RemoteTraceback,
+    TimedWorker,
+    WorkerCrashed,
+    WorkerPool,
+    WorkerStartError,
+)
+
+
+@pytest.fixture(scope="module")
+def adder() -> Iterator[TimedWorker]:
+    with TimedWorker(operator.add, timeout=10) as worker:
+        yield worker
+
+
+def test_runs_calls_in_one_long_lived_child(adder: TimedWorker) -> None:
+    assert adder(2, 3) == 5
+    pid = adder.pid
+    assert pid is not None and pid != os.getpid()
+    assert adder("a", "b") == "ab"
+    assert adder.pid == pid
+
+
+def test_string_target() -> None:
+    with TimedWorker("operator:mul", timeout=10) as worker:
+        assert worker(6, 7) == 42
+
+
+def test_remote_exception_keeps_its_type_and_traceback() -> None:
+    with TimedWorker(operator.truediv, timeout=10) as worker:
+        with pytest.raises(ZeroDivisionError, match="division by zero") as caught:
+            worker(1, 0)
+        assert isinstance(caught.value.__cause__, RemoteTraceback)
+        assert "ZeroDivisionError" in str(caught.value.__cause__)
+        assert worker(1, 4) == 0.25
+
+
+def test_timeout_kills_the_child_and_the_next_call_recovers() -> None:
+    with TimedWorker(time.sleep, timeout=0.5) as worker:
+        worker(0)
+        first = worker.pid
+        start = time.monotonic()
+        with pytest.raises(VerifierTimeout, match=r"time limit of 0\.5 s"):
+            worker(30)
+        assert time.monotonic() - start < 3
+        assert worker.pid is None
+        assert worker(0.01) is None
+        assert worker.pid not in (None, first)
+
+
+def test_start_up_time_does_not_count_toward_the_limit() -> None:
+    worker = TimedWorker(operator.add, timeout=0.3, initializer=time.sleep, initargs=(1.0,))
+    with worker:
+        assert worker(1, 1) == 2
+
+
+def test_crash_raises_and_recovers() -> None:
+    with TimedWorker(os._exit, timeout=10) as worker:
+        with pytest.raises(WorkerCrashed, match=r"exit code 3"):
+            worker(3)
+        with pytest.raises(WorkerCrashed):
+            worker(4)
+    assert issubclass(WorkerCrashed, ThoughtMDPError)
+
+
+def test_segfault_is_reported_by_signal_name() -> None:
+    with TimedWorker(ctypes.string_at, timeout=10) as worker:
+        with pytest.raises(WorkerCrashed, match="SIGSEGV"):
+            worker(0)
+        assert worker(b"abc", 2) == b"ab"
+
+
+def test_target_that_cannot_be_imported() -> None:
+    worker = TimedWorker("no_such_module_anywhere:f", timeout=10)
+    with pytest.raises(WorkerStartError, match="No module named 'no_such_module_anywhere'"):
+        worker()
+
+
+def test_unpicklable_target_and_bad_context() -> None:
+    with pytest.raises(TypeError, match="cannot be sent to a worker process"):
+        TimedWorker(lambda: 1)
+    with pytest.raises(TypeError, match=r"package\.module:function"):
+        TimedWorker("operator.add")
+    with pytest.raises(ValueError, match="'spawn' or 'forkserver'"):
+        TimedWorker(operator.add, context="fork")
+
+
+def test_threads_take_turns(adder: TimedWorker) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: adder(i, 1000), range(64)))
+    assert results == [i + 1000 for i in range(64)]
+
+
+def test_close_stops_the_child_and_a_later_call_restarts_it() -> None:
+    worker = TimedWorker(operator.neg, timeout=10)
+    assert worker(1) == -1
+    worker.close()
+    assert worker.pid is None
+    assert worker(2) == -2
+    worker.close()
+
+
+def test_garbage_collected_worker_stops_its_child() -> None:
+    worker = TimedWorker(operator.neg, timeout=10)
+    worker(1)
+    process = worker._slot[0].process
+    del worker
+    gc.collect()
+    assert not process.is_alive()
+
+
+def test_forkserver_context() -> None:
+    with TimedWorker(operator.add, timeout=10, context="forkserver") as worker:
+        assert worker(1, 2) == 3
+
+
+def test_pool_runs_calls_in_parallel() -> None:
+    with WorkerPool(time.sleep, size=2, timeout=10) as pool:
+        barrier = threading.Barrier(2)
+
+        def sleep(seconds: float) -> None:
+            barrier.wait()
+            pool(seconds)
+
+        with ThreadPoolExecutor(2) as threads:
+            list(threads.map(sleep, [0, 0]))  # start both children
+            start = time.monotonic()
+            list(threads.map(sleep, [0.8, 0.8]))
+        assert time.monotonic() - start < 1.4
+        assert all(w.pid is not None for w in pool.workers)
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        WorkerPool(time.sleep, size=0)

@@ -1,0 +1,199 @@
+"""Reading the rows of local data files (JSONL, JSON, Parquet) and of Hugging Face datasets.
+
+Every row keeps its 1-based position so later errors can point at it: the line number in
+a JSONL file, the record number in a JSON list, a Parquet file or a Hugging Face split.
+Nothing heavy is imported here; ``pyarrow`` and ``datasets`` load only when needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from thoughtmdp.errors import DatasetFieldError, DependencyNotInstalled, ThoughtMDPError, require
+
+JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+JSON_SUFFIXES = frozenset({".json"})
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+DATA_SUFFIXES = JSONL_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES
+"""File name endings :func:`read_rows` understands."""
+
+PathLike = str | os.PathLike[str]
+
+
+class DataFormatError(ThoughtMDPError, ValueError):
+    """A data file has a type or layout that cannot be read as rows."""
+
+
+class Row(NamedTuple):
+    """One record of a data file.
+
+    Attributes:
+        line: 1-based line (JSONL) or record number (JSON list, Parquet, datasets split).
+        data: The record's fields.
+    """
+
+    line: int
+    data: dict[str, Any]
+
+
+def is_data_file(path: PathLike) -> bool:
+    """Whether ``path`` names a file :func:`read_rows` can read, by its ending.
+
+    Args:
+        path: A path that may or may not exist.
+
+    Returns:
+        True when the suffix is one of :data:`DATA_SUFFIXES`.
+    """
+    return Path(path).suffix.lower() in DATA_SUFFIXES
+
+
+def read_rows(path: PathLike) -> list[Row]:
+    """Read every record of a ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        The records in file order, each with its 1-based line or record number.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        DatasetFieldError: If a JSONL line is not valid JSON or not a JSON object.
+        DataFormatError: If the suffix is unknown or a ``.json`` file is not a list of objects.
+        DependencyNotInstalled: If a Parquet file is given and ``pyarrow`` is missing.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path)
+    if suffix in JSON_SUFFIXES:
+        return _read_json(path)
+    if suffix in PARQUET_SUFFIXES:
+        return _read_parquet(path)
+    raise DataFormatError(
+        f"{path}: unsupported data file type {suffix or '(no suffix)'!r}; expected one of "
+        f"{sorted(DATA_SUFFIXES)}; convert the file to JSONL or Parquet"
+    )
+
+
+def require_field(
+    row: Mapping[str, Any], field: str, path: PathLike, line: int, *, hint: str = ""
+) -> Any:
+    """Return ``row[field]``, or raise an error naming the file, the line and the field.
+
+    Args:
+        row: The record.
+        field: The field that must be present and not null.
+        path: The file (or dataset name) the record came from, for the message.
+        line: The record's 1-based line or record number, for the message.
+        hint: Appended to the message: how to point the reader at the right field.
+
+    Returns:
+        The field's value.
+
+    Raises:
+        DatasetFieldError: If the field is missing or null.
+
+    >>> require_field({"q": "1+1"}, "q", "data.jsonl", 3)
+    '1+1'
+    """
+    present = sorted(row)
+    suffix = f"; {hint}" if hint else ""
+    if field not in row:
+        raise DatasetFieldError(
+            f"{path}, line {line}: missing field {field!r}; the row has fields {present}{suffix}"
+        )
+    if row[field] is None:
+        raise DatasetFieldError(f"{path}, line {line}: field {field!r} is null{suffix}")
+    return row[field]
+
+
+def load_hf_dataset(name: str, split: str) -> list[Row]:
+    """Load one split of a Hugging Face dataset with the ``datasets`` package.
+
+    Args:
+        name: The dataset name on the hub (e.g. ``"AI-MO/NuminaMath-CoT"``) or a local
+            dataset directory that ``datasets.load_dataset`` understands.
+        split: The split to load (e.g. ``"train"``).
+
+    Returns:
+        The records in order, numbered from 1.
+
+    Raises:
+        DependencyNotInstalled: If ``datasets`` is not installed.
+        Exception: Whatever ``datasets.load_dataset`` raises (an unknown name, an unreachable
+            hub), with a note on how to use a local file instead.
+    """
+    try:
+        import datasets  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise DependencyNotInstalled(
+            f"loading dataset {name!r} needs the Hugging Face 'datasets' package, which is not "
+            "installed; install it with: pip install datasets, or pass a local .jsonl or "
+            ".parquet file instead"
+        ) from None
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except Exception as exc:
+        exc.add_note(
+            f"thoughtmdp: could not load split {split!r} of dataset {name!r}; check the name, "
+            "the split and network access, or download the data and pass a local file path"
+        )
+        raise
+    return [Row(i, dict(record)) for i, record in enumerate(dataset, start=1)]
+
+
+def _read_jsonl(path: PathLike) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8") as lines:
+        for number, text in enumerate(lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DatasetFieldError(
+                    f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                    "each line of a JSONL file must hold one JSON object"
+                ) from None
+            rows.append(Row(number, _as_record(record, path, number)))
+    return rows
+
+
+def _read_json(path: PathLike) -> list[Row]:
+    with open(path, encoding="utf-8") as file:
+        try:
+            records = json.load(file)
+        except json.JSONDecodeError as exc:
+            raise DatasetFieldError(
+                f"{path}, line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+    if not isinstance(records, list):
+        raise DataFormatError(
+            f"{path}: a .json data file must hold a list of objects, got a "
+            f"{type(records).__name__}; write one object per line to a .jsonl file instead"
+        )
+    return [Row(i, _as_record(r, path, i)) for i, r in enumerate(records, start=1)]
+
+
+def _read_parquet(path: PathLike) -> list[Row]:
+    require("pyarrow", "parquet")
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no such data file: {path}")
+    table = pq.read_table(path)
+    return [Row(i, record) for i, record in enumerate(table.to_pylist(), start=1)]
+
+
+def _as_record(record: Any, path: PathLike, line: int) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise DatasetFieldError(
+            f"{path}, line {line}: expected a JSON object with named fields, "
+            f"got a {type(record).__name__}"
+        )
+    return record
