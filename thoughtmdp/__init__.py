@@ -7,6 +7,10 @@ vLLM. Tasks live in :mod:`thoughtmdp.envs`, policy backends and actors in
 
 from __future__ import annotations
 
+from thoughtmdp.advantages import group_advantages
+from thoughtmdp.backend import Completion, PolicyBackend, SamplingParams
+from thoughtmdp.batch import TrainingArrays, training_arrays
+from thoughtmdp.config import PRESETS, EpisodeConfig, episode_config
 from thoughtmdp.env import ThoughtMDPEnv, make_task_env
 from thoughtmdp.errors import (
     DatasetFieldError,
@@ -18,9 +22,27 @@ from thoughtmdp.errors import (
     UnknownNameError,
     VerifierTimeout,
 )
+from thoughtmdp.metrics import episode_metrics
 from thoughtmdp.registration import ENV_IDS, make, register_envs
+from thoughtmdp.reset_policies import (
+    RESET_POLICIES,
+    ResetContext,
+    ResetPolicy,
+    make_reset_policy,
+    register_reset_policy,
+)
 from thoughtmdp.task import TASKS, VerifiableTask, make_task, register_task
-from thoughtmdp.types import PrefixState, Problem, Score, Thought, Trajectory
+from thoughtmdp.types import (
+    Episode,
+    Group,
+    PrefixState,
+    Problem,
+    ResetDecision,
+    ResetRecord,
+    Score,
+    Thought,
+    Trajectory,
+)
 
 __version__ = "0.1.0"
 
@@ -28,24 +50,43 @@ register_envs()
 
 __all__ = [
     "ENV_IDS",
+    "PRESETS",
+    "RESET_POLICIES",
     "TASKS",
+    "Completion",
     "DatasetFieldError",
     "DependencyNotInstalled",
+    "Episode",
+    "EpisodeConfig",
     "EpisodeFinishedError",
+    "Group",
     "InvalidPrefixError",
+    "PolicyBackend",
     "PrefixState",
     "Problem",
+    "ResetContext",
+    "ResetDecision",
+    "ResetPolicy",
+    "ResetRecord",
+    "SamplingParams",
     "Score",
     "StepOracleUnavailable",
     "Thought",
     "ThoughtMDPEnv",
     "ThoughtMDPError",
+    "TrainingArrays",
     "Trajectory",
     "UnknownNameError",
     "VerifiableTask",
     "VerifierTimeout",
+    "episode_config",
+    "episode_metrics",
+    "group_advantages",
     "make",
+    "make_reset_policy",
     "make_task",
     "make_task_env",
+    "register_reset_policy",
     "register_task",
+    "training_arrays",
 ]

@@ -1,4 +1,4 @@
-"""Pure data types of the Thought MDP: problems, thoughts, prefix states, trajectories.
+"""Pure data types of the Thought MDP: problems, thoughts, states, trajectories, episodes.
 
 All types are frozen dataclasses holding tuples, so states are cheap to copy, hashable and
 safe to share between an environment and the code driving it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 TokenIds = tuple[int, ...]
 
@@ -137,3 +137,114 @@ class Trajectory:
     def all_thoughts(self) -> tuple[Thought, ...]:
         """Prefix thoughts followed by the sampled ones."""
         return self.start.thoughts + self.thoughts
+
+
+GroupKind = Literal["base", "reset"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rollouts whose advantages are normalised together.
+
+    Invariants: ``advantages`` has one entry per trajectory. A base group's trajectories start
+    at the prompt; a reset group's all start at the same prefix, before thought ``reset_index``.
+
+    Attributes:
+        kind: ``"base"`` (rollouts from the prompt) or ``"reset"`` (rollouts from a prefix).
+        trajectories: The rollouts.
+        advantages: Group-relative advantage of each rollout.
+        reset_index: ``h*`` for reset groups (the first resampled thought, 1-based).
+    """
+
+    kind: GroupKind
+    trajectories: tuple[Trajectory, ...]
+    advantages: tuple[float, ...]
+    reset_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.advantages) != len(self.trajectories):
+            raise ValueError("Group needs one advantage per trajectory")
+
+    @property
+    def rewards(self) -> tuple[float, ...]:
+        """The terminal reward of each rollout."""
+        return tuple(t.reward for t in self.trajectories)
+
+
+ParseStatus = Literal["ok", "unparsable", "out_of_range", "not_applicable"]
+
+
+@dataclass(frozen=True)
+class ResetDecision:
+    """What a reset policy chose for one seed chain.
+
+    Attributes:
+        reset_index: ``h*`` in ``1..H_s``; ``None`` means no reset group for this seed.
+        policy: Name of the policy that decided.
+        raw_text: The localiser's raw answer, for policies that ask a model.
+        parse_status: Whether that answer named a step in range.
+        fallback: How a failed parse was handled (``"uniform"`` or ``"skip"``), if it was.
+    """
+
+    reset_index: int | None
+    policy: str
+    raw_text: str | None = None
+    parse_status: ParseStatus = "not_applicable"
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class ResetRecord:
+    """One reset: the failed seed chain, the decision and, when the task has one, the oracle.
+
+    Attributes:
+        seed_trajectory: The failed rollout the reset point was chosen from.
+        decision: The reset policy's decision.
+        oracle_index: The task's first wrong thought, when the task can tell.
+        seconds: Time the decision took (localisation included); not compared.
+    """
+
+    seed_trajectory: Trajectory
+    decision: ResetDecision
+    oracle_index: int | None = None
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def seed_length(self) -> int:
+        """``H_s``: thoughts in the seed chain."""
+        return len(self.seed_trajectory.all_thoughts)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Everything one prompt produced: the unit an actor sends and the learner consumes.
+
+    Attributes:
+        problem_id: The prompt's problem.
+        groups: The base group (if any) followed by the reset groups.
+        resets: One record per seed chain, in the order of the reset groups.
+        fell_back: No failed rollout was found within the budget, so only a base group exists.
+        timings: Seconds spent (``total_s``, ``localize_s``); not compared.
+    """
+
+    problem_id: str
+    groups: tuple[Group, ...]
+    resets: tuple[ResetRecord, ...] = ()
+    fell_back: bool = False
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def trajectories(self) -> tuple[Trajectory, ...]:
+        """Every rollout, group by group."""
+        return tuple(t for g in self.groups for t in g.trajectories)
+
+    @property
+    def policy_versions(self) -> tuple[int, ...]:
+        """Distinct policy versions of the sampled thoughts, sorted."""
+        versions = {
+            t.policy_version
+            for traj in self.trajectories
+            for t in traj.thoughts
+            if t.policy_version is not None
+        }
+        return tuple(sorted(versions))
