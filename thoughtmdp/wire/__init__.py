@@ -1,0 +1,40 @@
+"""The wire format between actors and the learner (see :mod:`thoughtmdp.wire.frames`).
+
+A message is ``[kind byte, msgpack header, *raw array frames]``; never pickle.
+
+>>> from thoughtmdp.types import Episode
+>>> kind, episode = decode(encode_episode(Episode("train/0", ())))
+>>> kind, episode.problem_id
+('episode', 'train/0')
+"""
+
+from thoughtmdp.wire.control import (
+    AdapterNotice,
+    Credit,
+    Hello,
+    Message,
+    decode,
+    encode_adapter,
+    encode_credit,
+    encode_hello,
+)
+from thoughtmdp.wire.episode import decode_episode, encode_episode
+from thoughtmdp.wire.frames import KINDS, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Frames, WireError
+
+__all__ = [
+    "KINDS",
+    "MAX_MESSAGE_BYTES",
+    "SCHEMA_VERSION",
+    "AdapterNotice",
+    "Credit",
+    "Frames",
+    "Hello",
+    "Message",
+    "WireError",
+    "decode",
+    "decode_episode",
+    "encode_adapter",
+    "encode_credit",
+    "encode_episode",
+    "encode_hello",
+]
