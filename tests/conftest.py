@@ -24,3 +24,11 @@ class CodePointTokenizer:
 @pytest.fixture(scope="session")
 def tokenizer() -> CodePointTokenizer:
     return CodePointTokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Qwen2 model and its tokenizer, built once per test session."""
+    from thoughtmdp.agents.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))

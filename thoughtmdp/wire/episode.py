@@ -59,7 +59,7 @@ def encode_episode(episode: Episode, actor: str = "") -> Frames:
         "sizes": [len(table.token_ids), len(table.logprobs)],
     }
     tokens, logprobs = table.arrays()
-    return [EPISODE, pack(header), memoryview(tokens).cast("B"), memoryview(logprobs).cast("B")]
+    return [EPISODE, pack(header), tokens.data.cast("B"), logprobs.data.cast("B")]
 
 
 def decode_episode(header: dict[str, Any], arrays: Sequence[bytes | memoryview]) -> Episode:
