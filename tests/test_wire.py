@@ -58,8 +58,7 @@ def frames_bytes(frames):
 
 def test_episode_round_trip_is_exact(episodes):
     for episode in episodes:
-        kind, back = decode(frames_bytes(encode_episode(episode, actor="a1")))
-        assert kind == "episode"
+        back = decode(frames_bytes(encode_episode(episode, actor="a1")))
         assert back == episode
         for ours, theirs in zip(back.trajectories, episode.trajectories, strict=True):
             for a, b in zip(ours.all_thoughts, theirs.all_thoughts, strict=True):
@@ -69,7 +68,7 @@ def test_episode_round_trip_is_exact(episodes):
 
 def test_reset_prefix_thoughts_stay_shared(episodes):
     episode = next(e for e in episodes if any(g.kind == "reset" for g in e.groups))
-    _, back = decode(encode_episode(episode))
+    back = decode(encode_episode(episode))
     record = back.resets[0]
     reset = next(g for g in back.groups if g.kind == "reset")
     for trajectory in reset.trajectories:
@@ -111,7 +110,7 @@ def test_reset_prefix_thoughts_stay_shared(episodes):
     ],
 )
 def test_edge_case_episodes(episode):
-    _, back = decode(encode_episode(episode))
+    back = decode(encode_episode(episode))
     assert back.problem_id == episode.problem_id
     assert [g.rewards for g in back.groups] == [g.rewards for g in episode.groups]
     if episode.problem_id == "info":
@@ -136,9 +135,9 @@ def test_control_messages_round_trip():
         None,
         (("adapter_config.json", b"{}"), ("adapter_model.safetensors", b"\x00" * 10)),
     )
-    assert decode(encode_adapter(notice)) == ("adapter", notice)
-    assert decode(encode_hello(Hello("actor-0"))) == ("hello", Hello("actor-0"))
-    assert decode(encode_credit(Credit(4))) == ("credit", Credit(4))
+    assert decode(encode_adapter(notice)) == notice
+    assert decode(encode_hello(Hello("actor-0", 12))) == Hello("actor-0", 12)
+    assert decode(encode_credit(Credit(4))) == Credit(4)
 
 
 @pytest.mark.parametrize(
@@ -150,20 +149,20 @@ def test_control_messages_round_trip():
         ([b"\x03", b"\xc1"], "header is not valid msgpack"),
         ([b"\x03", msgpack.packb([1, 2])], "header must be a map, got list"),
         (
-            [b"\x03", msgpack.packb({"schema": 99, "credits": 1})],
+            [b"\x03", msgpack.packb({"schema": 99, "limit": 1})],
             "schema version 99 is not supported (expected 1)",
         ),
         (
-            [b"\x03", msgpack.packb({"schema": 1, "credits": "1"})],
-            "header: field 'credits' must be int, got str",
+            [b"\x03", msgpack.packb({"schema": 1, "limit": "1"})],
+            "header: field 'limit' must be int, got str",
         ),
         (
-            [b"\x03", msgpack.packb({"schema": 1, "credits": True})],
-            "header: field 'credits' must be int, got bool",
+            [b"\x03", msgpack.packb({"schema": 1, "limit": True})],
+            "header: field 'limit' must be int, got bool",
         ),
-        ([b"\x03", msgpack.packb({"schema": 1})], "header: missing field 'credits'"),
+        ([b"\x03", msgpack.packb({"schema": 1})], "header: missing field 'limit'"),
         (
-            [b"\x03", msgpack.packb({"schema": 1, "credits": 1}), b"x"],
+            [b"\x03", msgpack.packb({"schema": 1, "limit": 1}), b"x"],
             "credit message has 1 unexpected array frame(s)",
         ),
         (

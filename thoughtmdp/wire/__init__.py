@@ -3,9 +3,8 @@
 A message is ``[kind byte, msgpack header, *raw array frames]``; never pickle.
 
 >>> from thoughtmdp.types import Episode
->>> kind, episode = decode(encode_episode(Episode("train/0", ())))
->>> kind, episode.problem_id
-('episode', 'train/0')
+>>> decode(encode_episode(Episode("train/0", ()))).problem_id
+'train/0'
 """
 
 from thoughtmdp.wire.control import (

@@ -45,19 +45,28 @@ class AdapterNotice:
 
 @dataclass(frozen=True)
 class Hello:
-    """An actor introducing itself (and asking for the latest adapter)."""
+    """An actor saying it holds no credit (on connect, or after waiting too long).
+
+    Attributes:
+        actor: The actor's name.
+        sent: Episodes it has sent so far; the learner grants credits beyond this count.
+    """
 
     actor: str
+    sent: int = 0
 
 
 @dataclass(frozen=True)
 class Credit:
-    """The learner allowing an actor to send ``credits`` more episodes."""
+    """The learner allowing an actor to send episodes until it has sent ``limit`` in all.
 
-    credits: int
+    The limit is cumulative, so repeating or reordering a credit never grants extra room.
+    """
+
+    limit: int
 
 
-Message = tuple[str, Episode] | tuple[str, AdapterNotice] | tuple[str, Hello] | tuple[str, Credit]
+Message = Episode | AdapterNotice | Hello | Credit
 
 
 def encode_adapter(notice: AdapterNotice) -> Frames:
@@ -73,16 +82,16 @@ def encode_adapter(notice: AdapterNotice) -> Frames:
 
 def encode_hello(hello: Hello) -> Frames:
     """Frames of an actor's hello."""
-    return [HELLO, pack({"actor": hello.actor})]
+    return [HELLO, pack({"actor": hello.actor, "sent": hello.sent})]
 
 
 def encode_credit(credit: Credit) -> Frames:
-    """Frames granting credits."""
-    return [CREDIT, pack({"credits": credit.credits})]
+    """Frames of a credit limit."""
+    return [CREDIT, pack({"limit": credit.limit})]
 
 
 def decode(frames: Sequence[bytes | memoryview], max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
-    """Decode any message; returns ``(kind name, value)``.
+    """Decode any message into its value (dispatch on its type with ``isinstance``).
 
     Raises:
         WireError: For an empty, oversized, truncated, foreign or malformed message; the
@@ -101,14 +110,14 @@ def decode(frames: Sequence[bytes | memoryview], max_bytes: int = MAX_MESSAGE_BY
     header = unpack(frames[1])
     arrays = frames[2:]
     if kind == EPISODE:
-        return "episode", decode_episode(header, arrays)
+        return decode_episode(header, arrays)
     if kind == ADAPTER:
-        return "adapter", _decode_adapter(header, arrays)
+        return _decode_adapter(header, arrays)
     if kind == HELLO:
         no_arrays(arrays, "hello")
-        return "hello", Hello(field(header, "actor", str))
+        return Hello(field(header, "actor", str), field(header, "sent", int))
     no_arrays(arrays, "credit")
-    return "credit", Credit(field(header, "credits", int))
+    return Credit(field(header, "limit", int))
 
 
 def _decode_adapter(header: dict[str, Any], arrays: Sequence[bytes | memoryview]) -> AdapterNotice:
