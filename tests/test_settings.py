@@ -1,0 +1,93 @@
+"""Typed configuration: nesting, YAML files, overrides and the errors they raise."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from thoughtmdp.settings import ConfigError, apply_overrides, from_dict, load, to_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Optim:
+    lr: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine"] = "constant"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    steps: int = 10
+    name: str | None = None
+    out: Path = Path("runs")
+    optim: Optim = dataclasses.field(default_factory=Optim)
+    tags: tuple[str, ...] = ()
+
+
+def test_nested_values_are_converted():
+    run = from_dict(
+        Run, {"steps": 3, "optim": {"lr": 1, "betas": [0.8, 0.9]}, "out": "x", "tags": ["a"]}
+    )
+    assert run == Run(3, None, Path("x"), Optim(1.0, (0.8, 0.9)), ("a",))
+    assert isinstance(run.optim.lr, float)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"stpes": 3}, "unknown key 'stpes'. Did you mean 'steps'?"),
+        ({"optim": {"betaz": [1, 2]}}, "unknown key 'optim.betaz'. Did you mean 'optim.betas'?"),
+        ({"zzz": 1}, "unknown key 'zzz'. Valid keys: ['steps', 'name', 'out', 'optim', 'tags']"),
+        ({"steps": "3"}, "steps: expected int, got '3'"),
+        ({"steps": True}, "steps: expected int, got True"),
+        ({"steps": 2.5}, "steps: expected int, got 2.5"),
+        ({"optim": {"betas": [0.9]}}, "optim.betas: expected 2 items, got 1"),
+        (
+            {"optim": {"schedule": "linear"}},
+            "optim.schedule: expected one of ['constant', 'cosine'], got 'linear'",
+        ),
+        ({"optim": 3}, "optim must be a mapping, got int"),
+        ({"name": 5}, "name: expected str | None, got 5"),
+    ],
+)
+def test_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        from_dict(Run, data)
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 4\noptim:\n  lr: 1.0e-4\n")
+    run = load(Run, path, ["optim.schedule=cosine", "name=demo", "tags=[x, y]"])
+    assert run == Run(4, "demo", Path("runs"), Optim(1e-4, (0.9, 0.999), "cosine"), ("x", "y"))
+    assert to_dict(run)["optim"] == {"lr": 1e-4, "betas": [0.9, 0.999], "schedule": "cosine"}
+    assert from_dict(Run, to_dict(run)) == run
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("steps: [1\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: not valid YAML"):
+        load(Run, path)
+    path.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(
+        ConfigError, match=f"^{re.escape(str(path))}: optim.lr: expected float, got 'fast'$"
+    ):
+        load(Run, path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("steps", "override 'steps' must look like key=value"),
+        ("steps.x=1", "override 'steps.x=1': 'steps' is not a section"),
+        ("optim.lrr=1", "unknown key 'optim.lrr'. Did you mean 'optim.lr'?"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        apply_overrides(Run(), [override])
