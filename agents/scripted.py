@@ -40,11 +40,17 @@ class ScriptedBackend:
         self.localize = localize
         self._version = policy_version
         self.calls = {"sample_thought": 0, "complete": 0}
+        self.loaded: list[str] = []
 
     @property
     def policy_version(self) -> int:
         """The version reported on every thought."""
         return self._version
+
+    def load_adapter(self, path: Any, version: int | None = None) -> None:
+        """Record a new policy version (a scripted policy has no weights to load)."""
+        self._version = self._version + 1 if version is None else version
+        self.loaded.append(str(path))
 
     async def sample_thought(self, state_ids: Sequence[int], sampling: SamplingParams) -> Thought:
         """The responder's next thought for the decoded state."""

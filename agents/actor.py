@@ -1,0 +1,119 @@
+"""The actor loop: many episodes in flight, each sent the moment it is finished.
+
+There is no batch barrier: every episode is its own task (whose reset group starts as soon
+as its seed and ``h*`` are known), and a new episode starts whenever one finishes. The actor
+stops starting episodes while its adapter is more than ``max_lag`` versions behind the
+learner's latest notice, and resumes once it has loaded a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from thoughtmdp.transport import EpisodeSender
+from thoughtmdp.types import Problem
+
+from .adapters import LoadsAdapters, apply_notice
+from .episodes import EpisodeBuilder
+
+logger = logging.getLogger(__name__)
+
+
+def shard_order(
+    problems: Sequence[Problem], shard: int, num_shards: int, seed: int
+) -> Iterator[str]:
+    """Problem ids of one shard, reshuffled every pass, forever.
+
+    >>> problems = [Problem(f"train/{i}", "") for i in range(6)]
+    >>> order = shard_order(problems, shard=1, num_shards=2, seed=0)
+    >>> sorted(next(order) for _ in range(3))
+    ['train/1', 'train/3', 'train/5']
+    """
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard must be in 0..{num_shards - 1}, got {shard}")
+    ids = [p.id for p in problems[shard::num_shards]]
+    if not ids:
+        raise ValueError(f"shard {shard} of {num_shards} holds no problems")
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from (ids[i] for i in rng.permutation(len(ids)))
+
+
+class Actor:
+    """Builds episodes and streams them to the learner.
+
+    Args:
+        builder: Builds one episode per problem id (its backend must load adapters).
+        sender: A connected :class:`~thoughtmdp.transport.EpisodeSender`.
+        problem_ids: The order to draw problems in (e.g. :func:`shard_order`).
+        in_flight: Episodes built concurrently.
+        max_lag: Most versions the actor's adapter may trail the learner's latest.
+        adapter_root: Where inline adapters are written.
+        seed: Base seed; episode ``k`` uses ``seed + k``.
+    """
+
+    def __init__(
+        self,
+        builder: EpisodeBuilder,
+        sender: EpisodeSender,
+        problem_ids: Iterator[str],
+        in_flight: int = 8,
+        max_lag: int = 1,
+        adapter_root: Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.builder, self.sender, self.problem_ids = builder, sender, problem_ids
+        self.in_flight, self.max_lag, self.seed = in_flight, max_lag, seed
+        self.adapter_root = adapter_root or Path.cwd()
+        self.backend: LoadsAdapters = builder.backend  # type: ignore[assignment]
+        self.started = self.sent = 0
+        self._fresh = asyncio.Event()
+
+    async def run(self, max_episodes: int | None = None) -> None:
+        """Stream episodes until ``max_episodes`` were sent (forever when ``None``)."""
+        watcher = asyncio.create_task(self._follow_notices())
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while max_episodes is None or self.started < max_episodes:
+                while len(running) >= self.in_flight:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # an episode that failed is a bug: surface it
+                await self._wait_until_fresh()
+                running.add(
+                    asyncio.create_task(self._episode(next(self.problem_ids), self.started))
+                )
+                self.started += 1
+            await asyncio.gather(*running)
+        finally:
+            watcher.cancel()
+            for task in running:
+                task.cancel()
+
+    def lag(self) -> int:
+        """Versions between the learner's latest notice and the loaded adapter."""
+        latest = self.sender.latest
+        return 0 if latest is None else latest.version - self.backend.policy_version
+
+    async def _wait_until_fresh(self) -> None:
+        while self.lag() > self.max_lag:
+            self._fresh.clear()
+            await self._fresh.wait()
+
+    async def _episode(self, problem_id: str, index: int) -> None:
+        episode = await self.builder.build(problem_id, seed=self.seed + index)
+        await self.sender.send(episode)
+        self.sent += 1
+
+    async def _follow_notices(self) -> None:
+        while True:
+            notice = await self.sender.notices.get()
+            if self.sender.latest is not None and notice.version < self.sender.latest.version:
+                continue  # a newer one is queued behind it
+            await apply_notice(self.backend, notice, self.adapter_root)
+            self._fresh.set()

@@ -1,0 +1,87 @@
+"""Loading the learner's adapter notices into a backend, after checking their digest."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.wire import AdapterNotice
+
+logger = logging.getLogger(__name__)
+WEIGHTS = "adapter_model.safetensors"
+
+
+class AdapterRefused(ThoughtMDPError):
+    """An adapter notice failed verification; the previous adapter stays in use."""
+
+
+class LoadsAdapters(Protocol):
+    """A backend that can switch to a new LoRA version (sync or async ``load_adapter``)."""
+
+    @property
+    def policy_version(self) -> int:
+        """Version currently sampled with."""
+        ...
+
+    def load_adapter(self, path: str | Path, version: int | None = None) -> Any:
+        """Load the adapter in ``path`` as ``version``."""
+        ...
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def materialize(notice: AdapterNotice, root: Path) -> Path:
+    """The adapter's folder: its shared path, or inline files written under ``root``.
+
+    Raises:
+        AdapterRefused: If the folder or its weights are missing, a file name is unsafe, or
+            the weights' SHA-256 differs from the notice.
+    """
+    if notice.path is not None:
+        folder = Path(notice.path)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=f"v{notice.version}-", dir=root))
+        for name, content in notice.files:
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise AdapterRefused(f"adapter v{notice.version}: unsafe file name {name!r}")
+            (folder / name).write_bytes(content)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise AdapterRefused(f"adapter v{notice.version}: {weights} does not exist")
+    actual = sha256_of(weights)
+    if actual != notice.sha256:
+        raise AdapterRefused(
+            f"adapter v{notice.version}: sha256 of {weights} is {actual}, "
+            f"the notice says {notice.sha256}"
+        )
+    return folder
+
+
+async def apply_notice(backend: LoadsAdapters, notice: AdapterNotice, root: Path) -> bool:
+    """Verify and load a notice newer than the backend's version; ``False`` if refused or old."""
+    if notice.version <= backend.policy_version:
+        return False
+    try:
+        folder = await asyncio.to_thread(materialize, notice, root)
+    except AdapterRefused as exc:
+        logger.error("%s; keeping version %d", exc, backend.policy_version)
+        return False
+    if inspect.iscoroutinefunction(backend.load_adapter):
+        await backend.load_adapter(folder, notice.version)
+    else:  # a blocking load (it may wait for a running batch) goes to a thread
+        await asyncio.to_thread(backend.load_adapter, folder, notice.version)
+    logger.info("loaded adapter v%d from %s", notice.version, folder)
+    return True

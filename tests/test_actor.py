@@ -1,0 +1,95 @@
+"""The actor loop over real sockets: every episode arrives, staleness and adapters respected."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+import pytest
+from scripted_arith import NoisySolver, make_env_factory
+
+from thoughtmdp.agents.actor import Actor, shard_order
+from thoughtmdp.agents.episodes import EpisodeBuilder
+from thoughtmdp.agents.scripted import ScriptedBackend
+from thoughtmdp.config import episode_config
+from thoughtmdp.envs.arith_chain import ArithChainTask
+from thoughtmdp.transport import EpisodeReceiver, EpisodeSender
+from thoughtmdp.wire import AdapterNotice
+
+TASK = ArithChainTask(num_steps=2, seed=0, size=40, test_size=5)
+
+
+def notice(version: int, weights: bytes = b"weights", sha: str | None = None) -> AdapterNotice:
+    files = (("adapter_config.json", b"{}"), ("adapter_model.safetensors", weights))
+    return AdapterNotice(version, sha or hashlib.sha256(weights).hexdigest(), None, files)
+
+
+def run_actor(tokenizer, tmp_path, receiver, episodes, max_lag=1, before=None):
+    backend = ScriptedBackend(tokenizer, NoisySolver(TASK, 0.3))
+    builder = EpisodeBuilder(
+        TASK, backend, make_env_factory(TASK, tokenizer), episode_config("rrpo")
+    )
+
+    async def main():
+        async with EpisodeSender(receiver.address, "actor-7", hello_interval=0.3) as sender:
+            if before is not None:
+                await before(sender)
+            actor = Actor(
+                builder,
+                sender,
+                shard_order(TASK.problems("train"), 1, 2, seed=0),
+                in_flight=4,
+                max_lag=max_lag,
+                adapter_root=tmp_path,
+            )
+            receiving = asyncio.create_task(
+                asyncio.to_thread(lambda: [receiver.get(timeout=20) for _ in range(episodes)])
+            )
+            await actor.run(max_episodes=episodes)
+            return actor, await receiving
+
+    actor, got = asyncio.run(main())
+    return backend, actor, got
+
+
+def test_every_episode_arrives(tokenizer, tmp_path):
+    with EpisodeReceiver(window=3) as receiver:
+        backend, actor, got = run_actor(tokenizer, tmp_path, receiver, episodes=12)
+    assert actor.sent == 12
+    assert len(got) == 12
+    assert {a for a, _ in got} == {"actor-7"}
+    ids = [e.problem_id for _, e in got]
+    assert all(int(i.split("/")[1]) % 2 == 1 for i in ids)  # shard 1 of 2
+    assert all(e.policy_versions in ((), (0,)) for _, e in got)
+
+
+def test_stale_actor_waits_for_the_adapter_then_samples_with_it(tokenizer, tmp_path):
+    async def publish_first(sender):
+        while sender.latest is None:  # v2 arrives in reply to the hello
+            await asyncio.sleep(0.01)
+        assert sender.latest.version == 2
+
+    with EpisodeReceiver() as receiver:
+        receiver.publish(notice(2))
+        backend, actor, got = run_actor(
+            tokenizer, tmp_path, receiver, 6, max_lag=0, before=publish_first
+        )
+    assert backend.policy_version == 2
+    assert len(backend.loaded) == 1
+    assert all(e.policy_versions == (2,) for _, e in got)
+
+
+def test_a_corrupt_adapter_is_refused_and_the_old_one_kept(tokenizer, tmp_path, caplog):
+    with EpisodeReceiver() as receiver, caplog.at_level(logging.ERROR):
+        receiver.publish(notice(1, sha="0" * 64))
+        backend, actor, got = run_actor(tokenizer, tmp_path, receiver, 4, max_lag=1)
+    assert backend.policy_version == 0
+    assert backend.loaded == []
+    assert "sha256 of" in caplog.text
+    assert len(got) == 4
+
+
+def test_shard_order_validates():
+    with pytest.raises(ValueError, match="shard must be in 0..1, got 2"):
+        next(shard_order(TASK.problems("train"), 2, 2, 0))
