@@ -43,11 +43,14 @@ def run_actor(tokenizer, tmp_path, receiver, episodes, max_lag=1, before=None):
                 max_lag=max_lag,
                 adapter_root=tmp_path,
             )
-            receiving = asyncio.create_task(
-                asyncio.to_thread(lambda: [receiver.get(timeout=20) for _ in range(episodes)])
+
+            def collect():
+                return [receiver.get(timeout=20) for _ in range(episodes)]
+
+            _, got = await asyncio.gather(
+                actor.run(max_episodes=episodes), asyncio.to_thread(collect)
             )
-            await actor.run(max_episodes=episodes)
-            return actor, await receiving
+            return actor, got
 
     actor, got = asyncio.run(main())
     return backend, actor, got
