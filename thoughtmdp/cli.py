@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--suffixes", type=int, default=4, help="suffix rollouts from the reset state (M)"
     )
+    _add_eval_code(commands)
     return parser
+
+
+def _add_eval_code(commands: Any) -> None:
+    """``eval-code``: grade LiveCodeBench code samples in the sandbox."""
+    parser = commands.add_parser(
+        "eval-code",
+        help="grade LiveCodeBench code samples in the sandbox (pass@1 table, lcb_runner JSON)",
+    )
+    parser.add_argument(
+        "--problems", required=True, help="LiveCodeBench code_generation_lite rows (.jsonl)"
+    )
+    parser.add_argument(
+        "--samples", required=True, help='rows {"question_id": ..., "code_list": [...]}'
+    )
+    parser.add_argument("--out", help="write lcb_runner's evaluation layout (JSON) to this file")
+    parser.add_argument(
+        "--split", choices=["all", "train", "heldout"], default="all", help="which tests to run"
+    )
+    parser.add_argument(
+        "--heldout-fraction", type=float, default=0.5, help="share of private tests held out"
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the test split")
+    parser.add_argument("--timeout", type=float, default=6.0, help="seconds per test")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=os.cpu_count() or 1, help="programs run at once"
+    )
+    parser.add_argument(
+        "--all-tests",
+        action="store_true",
+        help="run every test instead of stopping at a program's first failure",
+    )
+    parser.add_argument(
+        "-k", type=int, nargs="+", default=[1, 5, 10], help="the k of the pass@k means"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe_tasks():
             print(line)
         return 0
+    if args.command == "eval-code":
+        from thoughtmdp.envs.code_eval import run
+
+        code: int = run(args)
+        return code
     from thoughtmdp.demo import run_demo
 
     return run_demo(

@@ -13,6 +13,7 @@ ENV_IDS = {
     "thoughtmdp/ArithChain-v0": "arith_chain",
     "thoughtmdp/Math-v0": "math",
     "thoughtmdp/ReasoningGym-v0": "reasoning_gym",
+    "thoughtmdp/LiveCodeBench-v0": "livecodebench",
 }
 """Gymnasium ids registered on import, with the task each one wraps."""
 

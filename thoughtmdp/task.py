@@ -138,6 +138,7 @@ BUILTIN_TASKS = {
     "arith_chain": "thoughtmdp.envs.arith_chain:ArithChainTask",
     "math": "thoughtmdp.envs.math_problems:MathTask",
     "reasoning_gym": "thoughtmdp.envs.reasoning_gym_task:ReasoningGymTask",
+    "livecodebench": "thoughtmdp.envs.livecodebench:LiveCodeBenchTask",
 }
 for _name, _target in BUILTIN_TASKS.items():
     register_task(_name, _target)
