@@ -139,6 +139,7 @@ BUILTIN_TASKS = {
     "math": "thoughtmdp.envs.math_problems:MathTask",
     "reasoning_gym": "thoughtmdp.envs.reasoning_gym_task:ReasoningGymTask",
     "livecodebench": "thoughtmdp.envs.livecodebench:LiveCodeBenchTask",
+    "qa": "thoughtmdp.envs.qa:QATask",
 }
 for _name, _target in BUILTIN_TASKS.items():
     register_task(_name, _target)
