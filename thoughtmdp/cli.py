@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--suffixes", type=int, default=4, help="suffix rollouts from the reset state (M)"
     )
     _add_eval_code(commands)
+    _add_eval(commands)
+    _add_learner(commands)
     return parser
 
 
@@ -73,6 +75,21 @@ def _add_eval_code(commands: Any) -> None:
     )
 
 
+def _add_eval(commands: Any) -> None:
+    """``eval`` and ``audit-localization``: benchmark suites and the localisation audit."""
+    from thoughtmdp.agents import audit_command, eval_command
+
+    eval_command.add_parser(commands)
+    audit_command.add_parser(commands)
+
+
+def _add_learner(commands: Any) -> None:
+    """``learner``: train the LoRA policy on streamed episodes (parsed without torch)."""
+    from thoughtmdp.learners.command import add_parser
+
+    add_parser(commands)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -82,6 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe_tasks():
             print(line)
         return 0
+    if args.command == "learner":
+        from thoughtmdp.learners.command import run as run_learner_command
+
+        learner_code: int = run_learner_command(args)
+        return learner_code
+    if args.command == "eval":
+        from thoughtmdp.agents.eval_command import run as run_eval
+
+        eval_code: int = run_eval(args)
+        return eval_code
+    if args.command == "audit-localization":
+        from thoughtmdp.agents.audit_command import run as run_audit
+
+        audit_code: int = run_audit(args)
+        return audit_code
     if args.command == "eval-code":
         from thoughtmdp.envs.code_eval import run
 

@@ -1,0 +1,103 @@
+"""Which rollouts each rank runs in which forward pass (numpy only, no torch).
+
+A mini-batch's rollouts are planned into micro-batches. Rollouts with a zero advantage are
+left out of every forward pass (they add nothing to the loss or its gradient) but still count
+in the loss's normaliser. Whole groups go to ranks round-robin, so a group's shared prefix
+stays on one rank. Every rank ends up with the same number of micro-batches: ZeRO's
+collectives run in each forward and backward, so a rank with less work pads with a
+weight-0 micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from thoughtmdp.batch import TrainingArrays
+from thoughtmdp.types import Episode
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """Rows of a mini-batch that run in one forward pass.
+
+    Attributes:
+        rows: Row indices into the mini-batch's arrays.
+        width: Columns needed (the longest row's length).
+        first_target: First column whose log-probability is needed (the shortest prefix).
+        shared: The rows form one group whose first ``first_target`` tokens are equal, run
+            with the shared-prefix forward.
+        weight: 1, or 0 for a padding micro-batch that only keeps the ranks in step.
+    """
+
+    rows: tuple[int, ...]
+    width: int
+    first_target: int
+    shared: bool = False
+    weight: float = 1.0
+
+
+def minibatches(episodes: Sequence[Episode], size: int) -> list[list[Episode]]:
+    """Consecutive chunks of ``size`` episodes (the last may be shorter)."""
+    return [list(episodes[i : i + size]) for i in range(0, len(episodes), size)]
+
+
+def plan_microbatches(
+    arrays: TrainingArrays, world_size: int, rows_per_micro: int, shared_prefix: bool
+) -> list[list[MicroBatch]]:
+    """The micro-batches of every rank, all ranks with the same count.
+
+    Args:
+        arrays: The mini-batch.
+        world_size: Number of ranks.
+        rows_per_micro: Most rollouts in one forward pass.
+        shared_prefix: Plan one shared-prefix pass per group (split if larger than
+            ``rows_per_micro``) instead of plain chunks.
+
+    Returns:
+        One list of micro-batches per rank.
+    """
+    lengths = arrays.attention_mask.sum(axis=1)  # (B,)
+    active = arrays.advantages != 0  # (B,)
+    groups = [np.flatnonzero((arrays.group_ids == g) & active) for g in np.unique(arrays.group_ids)]
+    groups = [g for g in groups if g.size]
+    plans: list[list[MicroBatch]] = []
+    for rank in range(world_size):
+        mine = groups[rank::world_size]
+        if shared_prefix:
+            plan = [m for g in mine for m in _chunks(g, rows_per_micro, arrays, lengths, True)]
+        else:
+            rows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+            plan = _chunks(rows, rows_per_micro, arrays, lengths, False)
+        plans.append(plan)
+    count = max(1, *(len(p) for p in plans))
+    shortest = int(np.argmin(lengths))
+    filler = MicroBatch((shortest,), int(lengths[shortest]), 1, weight=0.0)
+    return [plan + [filler] * (count - len(plan)) for plan in plans]
+
+
+def _chunks(
+    rows: NDArray[np.int64],
+    size: int,
+    arrays: TrainingArrays,
+    lengths: NDArray[np.int64],
+    shared: bool,
+) -> list[MicroBatch]:
+    micro = []
+    for start in range(0, rows.size, size):
+        chunk = rows[start : start + size]
+        width = int(lengths[chunk].max())
+        first = max(1, int(arrays.prefix_lengths[chunk].min()))
+        # a prefix pass needs at least one suffix token and pays off with two rows or more
+        use_shared = shared and chunk.size > 1 and first < width
+        micro.append(MicroBatch(tuple(int(r) for r in chunk), width, first, use_shared))
+    return micro
+
+
+def row_kinds(episodes: Sequence[Episode], arrays: TrainingArrays) -> NDArray[np.str_]:
+    """Group kind (``base`` or ``reset``) of every row of ``training_arrays(episodes)``."""
+    kinds = np.array([g.kind for e in episodes for g in e.groups])
+    return kinds[arrays.group_ids]

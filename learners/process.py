@@ -1,0 +1,195 @@
+"""The learner process: episodes from actors in, adapter versions out, checkpoints on the way.
+
+Each step: rank 0 takes a step's episodes from the :class:`EpisodeReceiver` (applying the
+staleness rule) and hands them to every rank; the trainer updates; the adapter is saved as
+the next version and its notice published; every ``checkpoint_every`` steps a checkpoint is
+written. Only rank 0 opens a socket or writes metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.learners.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_partial,
+    save_checkpoint,
+)
+from thoughtmdp.learners.config import LearnerConfig, resume_mismatches
+from thoughtmdp.learners.metrics_log import MetricsLog
+from thoughtmdp.learners.publish import AdapterPublisher
+from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource
+from thoughtmdp.learners.trainer import Trainer, build_trainer
+from thoughtmdp.settings import ConfigError, to_dict
+from thoughtmdp.types import Episode
+from thoughtmdp.wire import AdapterNotice
+
+if TYPE_CHECKING:
+    from thoughtmdp.transport import EpisodeReceiver
+
+logger = logging.getLogger(__name__)
+
+
+def run_learner(config: LearnerConfig) -> int:
+    """Run the learner until ``config.max_steps`` (the ``thoughtmdp learner`` command).
+
+    Args:
+        config: Validated learner settings.
+
+    Returns:
+        The process exit code.
+    """
+    trainer = build_trainer(config)
+    loop = LearnerLoop(config, trainer)
+    try:
+        loop.run()
+    finally:
+        loop.close()
+    return 0
+
+
+class LearnerLoop:
+    """Wires a trainer to the episode stream, the adapter publisher and checkpoints.
+
+    Args:
+        config: Learner settings.
+        trainer: The trainer (every rank has one).
+        source: Episode source of rank 0; default: an ``EpisodeReceiver`` on ``config.bind``.
+    """
+
+    def __init__(
+        self, config: LearnerConfig, trainer: Trainer, source: EpisodeSource | None = None
+    ) -> None:
+        self.config, self.trainer = config, trainer
+        self.rank0 = trainer.engine.rank == 0
+        self.step = 0
+        self.receiver: EpisodeReceiver | None = None
+        self.log: MetricsLog | None = None
+        self.last_notice: AdapterNotice | None = None
+        self.publisher = AdapterPublisher(config.run_dir / "adapters", config.publish_inline)
+        self.version = self.publisher.latest_version()
+        self.consumed: Counter[str] = Counter()
+        self._prepare()
+        self.assembler: BatchAssembler | None = None
+        if self.rank0:  # only rank 0 talks to actors
+            self.assembler = BatchAssembler(
+                source or self._receiver(), config.prompts_per_step, config.max_lag,
+                config.stale == "skip", self.consumed,
+            )  # fmt: skip
+            self.log = MetricsLog(config.run_dir)
+
+    def _receiver(self) -> EpisodeSource:
+        from thoughtmdp.transport import EpisodeReceiver
+
+        config = self.config
+        receiver = EpisodeReceiver(config.bind, config.window, allow_remote=config.allow_remote)
+        logger.info("learner listening on %s", receiver.address)
+        self.receiver = receiver
+        return receiver
+
+    def _prepare(self) -> None:
+        """Clean up after a crash, then resume or refuse to overwrite an earlier run."""
+        run_dir = self.config.run_dir
+        latest = latest_checkpoint(run_dir)
+        if latest is not None and not self.config.resume:
+            raise ThoughtMDPError(
+                f"{run_dir} holds checkpoints (latest {latest.name}); pass --resume to "
+                "continue that run or choose another run_dir"
+            )
+        if self.rank0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            remove_partial(run_dir)
+            text = json.dumps(to_dict(self.config), indent=2, default=str)
+            (run_dir / "config.json").write_text(text + "\n")
+        if latest is not None:
+            self._restore(latest)
+        elif self.config.resume:
+            logger.warning("no complete checkpoint in %s; starting from scratch", run_dir)
+
+    def _restore(self, path: Path) -> None:
+        saved = json.loads((path / "state.json").read_text())
+        differing = resume_mismatches(saved["config"], self.config)
+        if differing:
+            raise ConfigError(
+                f"cannot resume from {path}: {', '.join(differing)} differ from the "
+                "checkpoint's config; restore them or start a new run_dir"
+            )
+        load_checkpoint(path, self.trainer.engine)
+        self.step = self.trainer.steps = int(saved["step"])
+        self.version = max(int(saved["version"]), self.version)
+        self.consumed.update(saved["consumed"])
+        logger.info("resumed from %s at step %d, version %d", path, self.step, self.version)
+
+    def run(self) -> None:
+        """Run steps until ``max_steps`` (forever without it)."""
+        while self.config.max_steps is None or self.step < self.config.max_steps:
+            self.run_step()
+
+    def run_step(self) -> dict[str, float]:
+        """One step: collect, update, publish, maybe checkpoint; returns its metrics."""
+        start = time.perf_counter()
+        episodes, metrics = self._collect()
+        metrics.update(self.trainer.step(episodes))
+        published = time.perf_counter()
+        self._publish()
+        metrics["timing_s/update_weights"] = time.perf_counter() - published
+        self.step += 1
+        every = self.config.checkpoint_every
+        if every and self.step % every == 0:
+            self._checkpoint()
+        elapsed = time.perf_counter() - start
+        metrics["timing_s/step"] = elapsed
+        world = self.trainer.engine.world_size
+        metrics["perf/throughput"] = metrics["perf/total_num_tokens"] / elapsed / world
+        metrics["learner/version"] = float(self.version)
+        if self.log is not None:
+            self.log.write(self.step, metrics)
+        return metrics
+
+    def _collect(self) -> tuple[list[Episode], dict[str, float]]:
+        engine = self.trainer.engine
+        episodes: list[Episode] | None = None
+        metrics: dict[str, float] = {}
+        if self.assembler is not None:
+            episodes, metrics = self.assembler.next_batch(self.version)
+        if engine.world_size > 1:
+            from thoughtmdp.learners.distributed import broadcast_episodes
+
+            episodes = broadcast_episodes(episodes, engine.device)
+        assert episodes is not None
+        return episodes, metrics
+
+    def _publish(self) -> None:
+        engine = self.trainer.engine
+        state = engine.adapter_state()  # collective under ZeRO-3: every rank takes part
+        self.version += 1
+        if self.rank0:
+            notice = self.publisher.publish(engine.model, state, self.version)
+            if self.receiver is not None:
+                self.receiver.publish(notice)
+            self.last_notice = notice
+
+    def _checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "version": self.version,
+            "consumed": dict(self.consumed),
+            "config": to_dict(self.config),
+        }
+        save_checkpoint(
+            self.config.run_dir, self.step, self.trainer.engine, state, self.config.keep_checkpoints
+        )
+
+    def close(self) -> None:
+        """Close the socket and the metric files."""
+        if self.receiver is not None:
+            self.receiver.close()
+        if self.log is not None:
+            self.log.close()

@@ -1,0 +1,100 @@
+"""From the episode stream to a step's batch: intake checks and the staleness rule (no torch).
+
+An episode is *stale* when its oldest thought was sampled more than ``max_lag`` versions
+before the learner's current one. Stale episodes are skipped, or kept and reweighted by the
+loss's truncated importance weights; either way they are counted. An episode the learner
+cannot train on (no rollouts, missing token ids) is logged, counted and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from thoughtmdp.batch import training_arrays
+from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.types import Episode
+
+logger = logging.getLogger(__name__)
+POLL_S = 0.5
+
+
+class EpisodeSource(Protocol):
+    """Where episodes come from (an ``EpisodeReceiver``, or a queue in tests)."""
+
+    def get(self, timeout: float | None = None) -> tuple[str, Episode]:
+        """The next ``(actor, episode)``; raises ``queue.Empty`` after ``timeout`` seconds."""
+        ...
+
+
+def episode_lag(episode: Episode, version: int) -> int:
+    """Versions between the episode's oldest thought and ``version`` (0 if unversioned)."""
+    versions = episode.policy_versions
+    return version - versions[0] if versions else 0
+
+
+@dataclass
+class BatchAssembler:
+    """Takes episodes from ``source`` until a step has ``size`` usable ones.
+
+    Attributes:
+        source: The episode stream.
+        size: Episodes per step.
+        max_lag: Staleness threshold in versions (``None``: nothing is stale).
+        skip_stale: Drop stale episodes (else keep them for reweighting).
+        consumed: Episodes taken so far from each actor (the stream position).
+    """
+
+    source: EpisodeSource
+    size: int
+    max_lag: int | None = None
+    skip_stale: bool = True
+    consumed: Counter[str] = field(default_factory=Counter)
+
+    def next_batch(self, version: int) -> tuple[list[Episode], dict[str, float]]:
+        """The next step's episodes and the intake counts.
+
+        Args:
+            version: The learner's current adapter version.
+
+        Returns:
+            The episodes and ``staleness/*`` and ``learner/rejected_episodes`` metrics.
+        """
+        batch: list[Episode] = []
+        counts = Counter({"skipped": 0, "reweighted": 0, "rejected": 0})
+        worst = 0
+        while len(batch) < self.size:
+            try:
+                actor, episode = self.source.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            self.consumed[actor] += 1
+            if not _trainable(episode, actor):
+                counts["rejected"] += 1
+                continue
+            lag = episode_lag(episode, version)
+            worst = max(worst, lag)
+            if self.max_lag is not None and lag > self.max_lag:
+                counts["skipped" if self.skip_stale else "reweighted"] += 1
+                if self.skip_stale:
+                    continue
+            batch.append(episode)
+        metrics = {
+            "staleness/skipped": float(counts["skipped"]),
+            "staleness/reweighted": float(counts["reweighted"]),
+            "staleness/lag/max": float(worst),
+            "learner/rejected_episodes": float(counts["rejected"]),
+        }
+        return batch, metrics
+
+
+def _trainable(episode: Episode, actor: str) -> bool:
+    try:
+        training_arrays([episode])
+    except ThoughtMDPError as exc:
+        logger.error("dropped episode %r from %s: %s", episode.problem_id, actor, exc)
+        return False
+    return True

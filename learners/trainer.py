@@ -1,0 +1,204 @@
+"""One learner step: episodes in, updated adapter and metrics out (no sockets, no files).
+
+A step takes ``prompts_per_step`` episodes, splits them into mini-batches of
+``prompts_per_minibatch`` and makes one optimiser step per mini-batch. Each mini-batch's loss
+is exactly the loss of :mod:`thoughtmdp.learners.loss` over all of its rollouts, however it is
+split into micro-batches and ranks: every micro-batch divides by the whole mini-batch's
+normaliser, and the rank count undoes DeepSpeed's gradient averaging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from thoughtmdp.batch import TrainingArrays, training_arrays
+from thoughtmdp.learners.batching import MicroBatch, minibatches, plan_microbatches, row_kinds
+from thoughtmdp.learners.config import LearnerConfig
+from thoughtmdp.learners.engine import Engine, build_engine
+from thoughtmdp.learners.loss import PolicyLoss, build_loss, gradient_signal
+from thoughtmdp.learners.model import cache_argument, load_policy, token_logprobs
+from thoughtmdp.learners.shared_prefix import shared_prefix_logprobs
+from thoughtmdp.metrics import episode_metrics
+from thoughtmdp.types import Episode
+
+# Sums reduced over ranks once per mini-batch, in this order.
+SUMS = (
+    "actor/pg_loss",
+    "actor/active_tokens",
+    "actor/pg_clipfrac",
+    "actor/is_weight/mean",
+    "signal/base_sum",
+    "signal/base_count",
+    "signal/reset_sum",
+    "signal/reset_count",
+)
+
+
+class Trainer:
+    """Applies the masked policy-gradient update to the policy behind ``engine``.
+
+    Args:
+        config: Learner settings.
+        engine: The optimiser engine holding the policy.
+        loss: The loss, built once from ``config.loss``.
+        pad_id: Token id used for padding (any valid id; padding is masked).
+    """
+
+    def __init__(self, config: LearnerConfig, engine: Engine, loss: PolicyLoss, pad_id: int):
+        self.config, self.engine, self.loss, self.pad_id = config, engine, loss, pad_id
+        self.cache_argument = cache_argument(engine.model)
+        self.steps = 0
+
+    def step(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """One learner step on ``episodes`` (every rank passes the same ones).
+
+        Args:
+            episodes: The step's episodes, ``prompts_per_step`` of them normally.
+
+        Returns:
+            Metrics named as in :mod:`thoughtmdp.learners.metrics_log`.
+        """
+        start = time.perf_counter()
+        totals: dict[str, float] = defaultdict(float)
+        chunks = minibatches(episodes, self.config.prompts_per_minibatch)
+        for chunk in chunks:
+            sums = self._update(chunk)
+            for key, value in sums.items():
+                totals[key] += value
+        self.steps += 1
+        metrics = _summarise(totals, len(chunks))
+        metrics["actor/lr"] = self.engine.lr
+        metrics["timing_s/update_actor"] = time.perf_counter() - start
+        metrics.update(batch_metrics(episodes, self.pad_id))
+        return metrics
+
+    def _update(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """Forward and backward every micro-batch of one mini-batch, then one AdamW step."""
+        arrays = training_arrays(episodes, self.pad_id)
+        tensors = _to_tensors(arrays, self.engine.device)
+        is_reset = torch.from_numpy(row_kinds(episodes, arrays) == "reset")  # (B,)
+        mask = tensors["loss_mask"].float()  # (B, T)
+        denominator = self.loss.aggregation.denominator(mask)
+        plans = plan_microbatches(
+            arrays,
+            self.engine.world_size,
+            self.config.rollouts_per_microbatch,
+            self.config.shared_prefix,
+        )
+        plan = plans[self.engine.rank]
+        sums = torch.zeros(len(SUMS), dtype=torch.float64)
+        for i, micro in enumerate(plan):
+            rows = torch.tensor(micro.rows, device=self.engine.device)
+            part = {k: v[rows][:, : micro.width] for k, v in tensors.items() if v.dim() == 2}
+            logprobs = self._logprobs(part, micro)  # (b, W)
+            loss, metrics = self.loss(
+                logprobs,
+                part["loss_mask"],
+                tensors["advantages"][rows],
+                part["behaviour_logprobs"],
+                denominator,
+            )
+            self.engine.backward(loss * micro.weight * self.engine.world_size, i == len(plan) - 1)
+            if micro.weight:
+                signal = gradient_signal(logprobs, part["loss_mask"], tensors["advantages"][rows])
+                sums += _sum_vector(metrics, signal.cpu(), is_reset[rows.cpu()])
+        grad_norm = self.engine.step()
+        reduced = self.engine.all_reduce(sums).tolist()
+        result = dict(zip(SUMS, reduced, strict=True))
+        result["actor/grad_norm"] = grad_norm
+        return result
+
+    def _logprobs(self, part: dict[str, Tensor], micro: MicroBatch) -> Tensor:
+        temperature = self.config.loss.temperature
+        if micro.shared:
+            return shared_prefix_logprobs(
+                self.engine, part["input_ids"], micro.first_target, temperature, self.cache_argument
+            )
+        return token_logprobs(self.engine, part["input_ids"], temperature, micro.first_target)
+
+
+def _to_tensors(arrays: TrainingArrays, device: torch.device) -> dict[str, Tensor]:
+    return {
+        "input_ids": torch.from_numpy(arrays.input_ids).to(device),  # (B, T)
+        "loss_mask": torch.from_numpy(arrays.loss_mask).to(device),  # (B, T)
+        "behaviour_logprobs": torch.from_numpy(arrays.behaviour_logprobs).to(device),  # (B, T)
+        "advantages": torch.from_numpy(arrays.advantages).to(device),  # (B,)
+    }
+
+
+def _sum_vector(metrics: dict[str, Tensor], signal: Tensor, is_reset: Tensor) -> Tensor:
+    """The micro-batch's contribution to :data:`SUMS`."""
+    values = {k: float(v) for k, v in metrics.items()}
+    base = ~is_reset
+    values["signal/base_sum"] = float(signal[base].sum())
+    values["signal/base_count"] = float(base.sum())
+    values["signal/reset_sum"] = float(signal[is_reset].sum())
+    values["signal/reset_count"] = float(is_reset.sum())
+    return torch.tensor([values.get(k, 0.0) for k in SUMS], dtype=torch.float64)
+
+
+def _summarise(totals: dict[str, float], minibatch_count: int) -> dict[str, float]:
+    """Per-step metrics from the sums over mini-batches and ranks."""
+    metrics = {
+        "actor/pg_loss": totals["actor/pg_loss"] / minibatch_count,
+        "actor/grad_norm": totals["actor/grad_norm"] / minibatch_count,
+    }
+    tokens = max(totals["actor/active_tokens"], 1.0)
+    for key in ("actor/pg_clipfrac", "actor/is_weight/mean"):
+        if totals[key]:
+            metrics[key] = totals[key] / tokens
+    for kind in ("base", "reset"):
+        if totals[f"signal/{kind}_count"]:
+            metrics[f"signal/{kind}_mean"] = (
+                totals[f"signal/{kind}_sum"] / totals[f"signal/{kind}_count"]
+            )
+    if metrics.get("signal/base_mean") and "signal/reset_mean" in metrics:
+        metrics["signal/reset_to_base"] = metrics["signal/reset_mean"] / metrics["signal/base_mean"]
+    return metrics
+
+
+def batch_metrics(episodes: Sequence[Episode], pad_id: int = 0) -> dict[str, float]:
+    """Metrics of the data alone: token counts, response length, rewards and resets."""
+    arrays = training_arrays(episodes, pad_id)
+    metrics = episode_metrics(episodes)
+    metrics["perf/total_num_tokens"] = float(arrays.attention_mask.sum())
+    metrics["response_length/mean"] = float(np.mean(arrays.loss_mask.sum(axis=1)))
+    return metrics
+
+
+def build_trainer(config: LearnerConfig, device: torch.device | None = None) -> Trainer:
+    """Load the policy, wrap it in its engine and build the loss.
+
+    Args:
+        config: Learner settings.
+        device: Where to compute; default from ``config.device`` (under DeepSpeed, the
+            rank's device after joining the process group).
+
+    Returns:
+        A ready :class:`Trainer`.
+    """
+    if device is None:
+        device = _device(config)
+    torch.manual_seed(config.seed)
+    model = load_policy(config)
+    engine = build_engine(model, config, device)
+    pad_id = getattr(model.config, "pad_token_id", None)
+    if pad_id is None:
+        pad_id = getattr(model.config, "eos_token_id", None) or 0
+    return Trainer(config, engine, build_loss(config.loss), int(pad_id))
+
+
+def _device(config: LearnerConfig) -> torch.device:
+    if config.deepspeed.enabled:
+        from thoughtmdp.learners.distributed import init_distributed
+
+        return init_distributed(config.deepspeed)
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)

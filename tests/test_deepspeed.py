@@ -1,0 +1,177 @@
+"""DeepSpeed ZeRO-2/3 on CPU (gloo, two ranks) against a single process on the same batches.
+
+The first DeepSpeed run on a machine JIT-compiles its shared-memory communication op
+(about 90 s on two cores; cached in ~/.cache/torch_extensions afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_learner import hand_episode
+from test_learner_process import Feeder, free_address
+
+from thoughtmdp.learners.metrics_log import read_metrics
+
+pytest.importorskip("deepspeed", reason='install with: pip install "thoughtmdp[deepspeed]"')
+pytestmark = pytest.mark.slow
+
+# Each rank: three steps, a checkpoint, a fresh engine restored from it, one more step on both.
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from safetensors.torch import save_file
+    from thoughtmdp.learners import build_trainer
+    from thoughtmdp.learners.checkpoint import load_checkpoint, save_checkpoint
+    from thoughtmdp.learners.config import LearnerConfig
+    from thoughtmdp.settings import from_dict
+    from test_deepspeed import batch
+
+    config = from_dict(LearnerConfig, json.loads(sys.argv[1]))
+    out = Path(sys.argv[2])
+    trainer = build_trainer(config)
+    losses = [trainer.step(batch())["actor/pg_loss"] for _ in range(3)]
+    path = save_checkpoint(out, 3, trainer.engine, {"step": 3}, keep=1)
+    resumed = build_trainer(config)
+    load_checkpoint(path, resumed.engine)
+    losses.append(trainer.step(batch())["actor/pg_loss"])
+    resumed.step(batch())
+    rank = trainer.engine.rank
+    save_file(trainer.engine.adapter_state(), str(out / f"rank{rank}.safetensors"))
+    save_file(resumed.engine.adapter_state(), str(out / f"resumed{rank}.safetensors"))
+    (out / f"losses{rank}.json").write_text(json.dumps(losses))
+    """
+)
+
+
+def batch():
+    import numpy as np
+
+    from thoughtmdp.learners.synthetic import random_episode
+
+    rng = np.random.default_rng(0)
+    return [random_episode(rng, f"p{i}", 400, prompt_tokens=16, thought_tokens=6) for i in range(4)]
+
+
+def settings(model_dir, zero_stage=None, shared_prefix=False):
+    return {
+        "model": str(model_dir),
+        "shared_prefix": shared_prefix,
+        "lora": {"rank": 4, "alpha": 8},
+        "optim": {"lr": 1e-3},
+        "prompts_per_step": 4,
+        "prompts_per_minibatch": 2,
+        "rollouts_per_microbatch": 3,  # several micro-batches per rank and mini-batch
+        "deepspeed": {"zero_stage": zero_stage},
+    }
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank, port):
+    env = os.environ.copy()
+    env.update(
+        DS_ACCELERATOR="cpu",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",  # two ranks share two cores
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]),
+    )
+    return env
+
+
+@pytest.mark.parametrize(("zero_stage", "shared_prefix"), [(2, False), (3, True)])
+def test_two_cpu_ranks_match_one_process(tiny_model_dir, tmp_path, zero_stage, shared_prefix):
+    from thoughtmdp.learners import build_trainer
+    from thoughtmdp.learners.config import LearnerConfig
+    from thoughtmdp.settings import from_dict
+
+    arguments = [json.dumps(settings(tiny_model_dir, zero_stage, shared_prefix)), str(tmp_path)]
+    port = free_port()
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, *arguments],
+            env=rank_env(rank, port),
+            stdout=open(tmp_path / f"rank{rank}.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        for rank in (0, 1)
+    ]
+    codes = [r.wait(timeout=500) for r in ranks]
+    assert codes == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
+    single = build_trainer(from_dict(LearnerConfig, settings(tiny_model_dir)))  # naive forward
+    single_losses = [single.step(batch())["actor/pg_loss"] for _ in range(4)]
+    losses = [json.loads((tmp_path / f"losses{r}.json").read_text()) for r in (0, 1)]
+    assert losses[0] == losses[1]
+    assert losses[0] == pytest.approx(single_losses, rel=1e-4, abs=1e-6)
+    assert losses[0][-1] < losses[0][0]  # the loss goes down
+    states = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    resumed = load_file(str(tmp_path / "resumed0.safetensors"))
+    expected = single.engine.adapter_state()
+    assert states[0].keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(states[0][name], states[1][name]), name  # ranks agree exactly
+        assert torch.allclose(states[0][name], value, atol=2e-5), name
+        assert torch.allclose(resumed[name], states[0][name], atol=1e-7), name
+
+
+def test_learner_command_under_the_deepspeed_launcher(tiny_model_dir, tokenizer_dir, tmp_path):
+    launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent))
+    script = shutil.which("thoughtmdp", path=str(Path(sys.executable).parent))
+    address, run_dir = free_address(), tmp_path / "run"
+    # bind=, not --bind: the launcher would read --bind as its own --bind_cores_to_rank
+    command = [
+        launcher, "--num_gpus", "2", "--no_local_rank", "--master_port", str(free_port()),
+        script, "learner", f"bind={address}", f"model={tiny_model_dir}", f"run_dir={run_dir}",
+        "deepspeed.zero_stage=3", "prompts_per_step=2", "prompts_per_minibatch=1",
+        "max_steps=2", "checkpoint_every=2", "lora.rank=4", "lora.alpha=8",
+    ]  # fmt: skip
+    feeder = Feeder(address, [hand_episode(tokenizer_dir, f"train/{i}") for i in range(4)])
+    try:
+        env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+        log = tmp_path / "launcher.log"
+        with open(log, "w") as out:
+            code = subprocess.run(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=500
+            )
+        assert code.returncode == 0, log.read_text()[-3000:]
+    finally:
+        feeder.close()
+    assert [n.version for n in feeder.notices] == [1, 2]
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2]  # rank 0 alone writes
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    assert {p.name for p in checkpoint.glob("rng-rank*.json")} == {
+        "rng-rank0.json",
+        "rng-rank1.json",
+    }
+    assert len(list((checkpoint / "engine").glob("*optim_states.pt"))) == 2
+    assert sorted(p.name for p in (run_dir / "adapters" / "v000002").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
