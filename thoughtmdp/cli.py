@@ -90,44 +90,24 @@ def _add_learner(commands: Any) -> None:
     add_parser(commands)
 
 
+RUNNERS = {
+    "tasks": "thoughtmdp.task:run_tasks_command",
+    "demo": "thoughtmdp.demo:run_demo_command",
+    "learner": "thoughtmdp.learners.command:run",
+    "eval": "thoughtmdp.agents.eval_command:run",
+    "audit-localization": "thoughtmdp.agents.audit_command:run",
+    "eval-code": "thoughtmdp.envs.code_eval:run",
+}
+"""Each command's ``run(args) -> exit code``, imported only when that command runs."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    from thoughtmdp.registry import load_object
+
     args = build_parser().parse_args(argv)
-    if args.command == "tasks":
-        from thoughtmdp.task import describe_tasks
-
-        for line in describe_tasks():
-            print(line)
-        return 0
-    if args.command == "learner":
-        from thoughtmdp.learners.command import run as run_learner_command
-
-        learner_code: int = run_learner_command(args)
-        return learner_code
-    if args.command == "eval":
-        from thoughtmdp.agents.eval_command import run as run_eval
-
-        eval_code: int = run_eval(args)
-        return eval_code
-    if args.command == "audit-localization":
-        from thoughtmdp.agents.audit_command import run as run_audit
-
-        audit_code: int = run_audit(args)
-        return audit_code
-    if args.command == "eval-code":
-        from thoughtmdp.envs.code_eval import run
-
-        code: int = run(args)
-        return code
-    from thoughtmdp.demo import run_demo
-
-    return run_demo(
-        seed=args.seed,
-        num_steps=args.num_steps,
-        error_rate=args.error_rate,
-        reset_policy=args.reset_policy,
-        suffixes=args.suffixes,
-    )
+    code: int = load_object(RUNNERS[args.command])(args)
+    return code
 
 
 if __name__ == "__main__":

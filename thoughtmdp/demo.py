@@ -8,6 +8,8 @@ resampled from the prefix before ``h*``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +18,17 @@ from thoughtmdp.env import ThoughtMDPEnv
 from thoughtmdp.types import PrefixState, Thought, Trajectory
 
 MAX_BASE_ROLLOUTS = 16
+
+
+def run_demo_command(args: Any) -> int:
+    """``thoughtmdp demo``: :func:`run_demo` with the parsed arguments."""
+    return run_demo(
+        seed=args.seed,
+        num_steps=args.num_steps,
+        error_rate=args.error_rate,
+        reset_policy=args.reset_policy,
+        suffixes=args.suffixes,
+    )
 
 
 def run_demo(
