@@ -394,6 +394,38 @@ def test_bad_requests_are_refused(backend, runner, tmp_path):
         runner.run(backend.load_adapter(wide))
 
 
+def test_an_adapter_published_by_the_learner_loads_through_the_notice(
+    backend, runner, thought_model, state, tmp_path
+):
+    """Learner publisher -> inline notice -> sha256 check -> LoRARequest in the engine."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from thoughtmdp.agents.adapters import apply_notice
+    from thoughtmdp.learners.publish import AdapterPublisher
+
+    folder, _, _ = thought_model
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(folder),
+        LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS),
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.05)
+    version = backend.policy_version + 1
+    notice = AdapterPublisher(tmp_path / "adapters", inline=True).publish(
+        model, get_peft_model_state_dict(model), version
+    )
+    base = runner.run(backend.sample_thought(state, FREE))
+    ids, n = list(state) + list(base.token_ids), len(base.token_ids)
+    before = runner.run(score(backend, ids, n, "published-before"))
+    assert runner.run(apply_notice(backend, notice, tmp_path))
+    assert backend.policy_version == version
+    after = runner.run(score(backend, ids, n, "published-after"))
+    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
+
+
 def test_a_closed_backend_refuses_requests(backend, runner, state):
     # Runs last: it shuts the module's engine down.
     backend.close()
