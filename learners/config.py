@@ -8,10 +8,11 @@ Defaults follow the paper's Table 5: LoRA r=64, alpha=64; AdamW lr 5e-5 constant
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from thoughtmdp import settings
 from thoughtmdp.settings import ConfigError, to_dict
 
 Aggregation = Literal["seq-mean", "token-mean", "dr-grpo"]
@@ -255,34 +256,5 @@ def resume_mismatches(saved: dict[str, Any], config: LearnerConfig) -> list[str]
 
 
 def describe_settings(cls: type = LearnerConfig, prefix: str = "") -> list[str]:
-    """One ``key = default: meaning`` line per setting, from the dataclasses' docstrings.
-
-    >>> describe_settings()[0]
-    "model = '': Path of the Hugging Face causal LM (base weights) to put the adapter on."
-    """
-    docs = _attribute_docs(cls.__doc__ or "")
-    lines = []
-    for item in fields(cls):
-        factory: Any = item.default_factory
-        default = factory() if item.default is MISSING else item.default
-        if isinstance(default, Path):
-            default = str(default)
-        if is_dataclass(default):
-            lines += describe_settings(type(default), f"{prefix}{item.name}.")
-        else:
-            lines.append(f"{prefix}{item.name} = {default!r}: {docs.get(item.name, '')}")
-    return lines
-
-
-def _attribute_docs(doc: str) -> dict[str, str]:
-    """``{name: text}`` of a Google-style ``Attributes:`` section."""
-    docs: dict[str, str] = {}
-    name = None
-    for line in doc.split("Attributes:", 1)[-1].splitlines():
-        stripped = line.strip()
-        if ":" in stripped and line.startswith("        ") and not line.startswith("         "):
-            name, _, text = stripped.partition(":")
-            docs[name] = text.strip()
-        elif name and stripped:
-            docs[name] += " " + stripped
-    return docs
+    """One ``key = default: meaning`` line per setting of ``cls`` (default: LearnerConfig)."""
+    return settings.describe_settings(cls, prefix)

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_code(commands)
     _add_eval(commands)
     _add_learner(commands)
+    _add_actor(commands)
     return parser
 
 
@@ -90,10 +91,18 @@ def _add_learner(commands: Any) -> None:
     add_parser(commands)
 
 
+def _add_actor(commands: Any) -> None:
+    """``actor``: sample episodes and stream them to the learner (parsed without torch)."""
+    from thoughtmdp.agents.actor_command import add_parser
+
+    add_parser(commands)
+
+
 RUNNERS = {
     "tasks": "thoughtmdp.task:run_tasks_command",
     "demo": "thoughtmdp.demo:run_demo_command",
     "learner": "thoughtmdp.learners.command:run",
+    "actor": "thoughtmdp.agents.actor_command:run",
     "eval": "thoughtmdp.agents.eval_command:run",
     "audit-localization": "thoughtmdp.agents.audit_command:run",
     "eval-code": "thoughtmdp.envs.code_eval:run",

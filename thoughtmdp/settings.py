@@ -179,3 +179,41 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
 
 def _name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def describe_settings(cls: type, prefix: str = "") -> list[str]:
+    """One ``key = default: meaning`` line per setting, from the dataclasses' docstrings.
+
+    The meaning is the field's entry in the Google-style ``Attributes:`` section; nested
+    dataclasses are listed with dotted keys, as ``key=value`` overrides spell them.
+
+    >>> from thoughtmdp.config import EpisodeConfig
+    >>> describe_settings(EpisodeConfig)[0]
+    'base_group_size = 4: G1, rollouts from the prompt that form the base group.'
+    """
+    docs = _attribute_docs(cls.__doc__ or "")
+    lines = []
+    for item in dataclasses.fields(cls):
+        factory: Any = item.default_factory
+        default = factory() if item.default is dataclasses.MISSING else item.default
+        if isinstance(default, Path):
+            default = str(default)
+        if dataclasses.is_dataclass(default):
+            lines += describe_settings(type(default), f"{prefix}{item.name}.")
+        else:
+            lines.append(f"{prefix}{item.name} = {default!r}: {docs.get(item.name, '')}")
+    return lines
+
+
+def _attribute_docs(doc: str) -> dict[str, str]:
+    """``{name: text}`` of a Google-style ``Attributes:`` section."""
+    docs: dict[str, str] = {}
+    name = None
+    for line in doc.split("Attributes:", 1)[-1].splitlines():
+        stripped = line.strip()
+        if ":" in stripped and line.startswith("        ") and not line.startswith("         "):
+            name, _, text = stripped.partition(":")
+            docs[name] = text.strip()
+        elif name and stripped:
+            docs[name] += " " + stripped
+    return docs
