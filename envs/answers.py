@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from thoughtmdp.answers import last_boxed
-from thoughtmdp.errors import ThoughtMDPError, VerifierTimeout
-from thoughtmdp.isolation import WorkerPool, WorkerStartError
+from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.registry import Registry
 
 
@@ -272,9 +271,7 @@ class MathAnswerVerifier(AnswerVerifier):
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         self.timeout = timeout
-        self._pool = WorkerPool(
-            mp.VERIFIER, num_workers, timeout + mp.KILL_GRACE, initializer=mp.VERIFIER_SETUP
-        )
+        self._pool = mp.verifier_pool(timeout, num_workers)
 
     def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> Verdict:
         r"""Judge the last ``\boxed{}`` of ``final`` against the LaTeX answer ``gold``.
@@ -285,15 +282,10 @@ class MathAnswerVerifier(AnswerVerifier):
         answer = last_boxed(final)
         if answer is None:
             return Verdict(False, None, "no boxed answer")
-        try:
-            correct, reason = self._pool(answer, gold, self.timeout)
-        except WorkerStartError:
-            raise
-        except VerifierTimeout:
-            correct, reason = False, "timeout"
-        except Exception as exc:
-            correct, reason = False, f"verifier error: {type(exc).__name__}: {exc}"
-        return Verdict(bool(correct), answer, None if correct else reason)
+        from thoughtmdp.envs.math_problems import verify_in
+
+        correct, reason = verify_in(self._pool, answer, gold, self.timeout)
+        return Verdict(correct, answer, reason)
 
     def normalize_gold(self, gold: Any, choices: Sequence[Choice] = ()) -> str | None:
         r"""The bare answer: a solution's last ``\boxed{}``, or the text without ``$...$``."""

@@ -103,9 +103,7 @@ class MathTask(VerifiableTask):
         self.splits = (split,)
         self.timeout = timeout
         self._problems = self._load(split, limit)
-        self._verifier = WorkerPool(
-            VERIFIER, num_workers, timeout + KILL_GRACE, initializer=VERIFIER_SETUP
-        )
+        self._verifier = verifier_pool(timeout, num_workers)
 
     def problems(self, split: str) -> Sequence[Problem]:
         """The problems loaded for ``split`` (the only split).
@@ -137,14 +135,7 @@ class MathTask(VerifiableTask):
         info: dict[str, Any] = {"answer": answer, "gold": gold}
         if answer is None:
             return Score(0.0, {**info, "reason": "no boxed answer"})
-        try:
-            correct, reason = self._verifier(answer, gold, self.timeout)
-        except WorkerStartError:
-            raise
-        except VerifierTimeout:
-            correct, reason = False, "timeout"
-        except Exception as exc:
-            correct, reason = False, f"verifier error: {type(exc).__name__}: {exc}"
+        correct, reason = verify_in(self._verifier, answer, gold, self.timeout)
         if correct:
             return Score(1.0, info)
         return Score(0.0, {**info, "reason": reason})
@@ -233,3 +224,25 @@ def _preset_keys(preset: str | None) -> tuple[str, str]:
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | float | bool)
+
+
+def verifier_pool(timeout: float, num_workers: int) -> WorkerPool:
+    """Processes running math-verify within ``timeout`` (killed after a grace if stuck)."""
+    return WorkerPool(VERIFIER, num_workers, timeout + KILL_GRACE, initializer=VERIFIER_SETUP)
+
+
+def verify_in(pool: WorkerPool, answer: str, gold: str, timeout: float) -> tuple[bool, str | None]:
+    """``(correct, reason)`` from a verifier pool; a timeout or a crash is a wrong answer.
+
+    Raises:
+        WorkerStartError: If no verifier process can start (a setup problem).
+    """
+    try:
+        correct, reason = pool(answer, gold, timeout)
+    except WorkerStartError:
+        raise
+    except VerifierTimeout:
+        return False, "timeout"
+    except Exception as exc:  # the verifier's failure must not end the episode
+        return False, f"verifier error: {type(exc).__name__}: {exc}"
+    return bool(correct), None if correct else reason
