@@ -11,9 +11,9 @@ import logging
 import sys
 from typing import Any
 
-from thoughtmdp.agents.actor_config import ActorConfig, check_ready, describe_settings
+from thoughtmdp.agents.actor_config import ActorConfig, check_ready
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.settings import load
+from thoughtmdp.settings import add_settings_arguments, load
 
 
 def add_parser(commands: Any) -> None:
@@ -25,9 +25,6 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "actor",
         help="sample episodes with the latest adapter and stream them to the learner",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="settings (KEY = default: meaning):\n"
-        + "\n".join(f"  {line}" for line in describe_settings()),
         description=(
             "Settings come from defaults < --config YAML < KEY=VALUE overrides (see "
             "thoughtmdp.agents.actor_config.ActorConfig). Start one actor per shard, e.g. "
@@ -36,10 +33,7 @@ def add_parser(commands: Any) -> None:
         ),
     )
     parser.add_argument("--learner", help="the learner's address, e.g. tcp://127.0.0.1:5555")
-    parser.add_argument("--config", help="YAML file of actor settings")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="settings, e.g. model=PATH task=math"
-    )
+    add_settings_arguments(parser, ActorConfig, "model=PATH task=math")
 
 
 def settings_from_args(args: argparse.Namespace) -> ActorConfig:

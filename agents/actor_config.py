@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thoughtmdp import settings
 from thoughtmdp.backend import SamplingParams
 from thoughtmdp.config import EpisodeConfig, episode_config
 from thoughtmdp.errors import ThoughtMDPError
@@ -144,8 +143,3 @@ def resolve_backend(config: ActorConfig) -> Literal["vllm", "transformers"]:
     if config.backend != "auto":
         return config.backend
     return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
-
-
-def describe_settings(cls: type = ActorConfig, prefix: str = "") -> list[str]:
-    """One ``key = default: meaning`` line per setting of ``cls`` (default: ActorConfig)."""
-    return settings.describe_settings(cls, prefix)

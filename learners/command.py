@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.learners.config import LearnerConfig, check_ready, describe_settings
-from thoughtmdp.settings import load
+from thoughtmdp.learners.config import LearnerConfig, check_ready
+from thoughtmdp.settings import add_settings_arguments, load
 
 
 def add_parser(commands: Any) -> None:
@@ -21,9 +21,6 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "learner",
         help="train the LoRA policy on episodes streamed from actors; publish adapter versions",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="settings (KEY = default: meaning):\n"
-        + "\n".join(f"  {line}" for line in describe_settings()),
         description=(
             "Settings come from defaults < --config YAML < KEY=VALUE overrides (see "
             "thoughtmdp.learners.config.LearnerConfig). Several ranks: start it under the "
@@ -34,16 +31,13 @@ def add_parser(commands: Any) -> None:
         ),
     )
     parser.add_argument("--bind", help="address to bind for actors, e.g. tcp://127.0.0.1:5555")
-    parser.add_argument("--config", help="YAML file of learner settings")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the latest complete checkpoint"
     )
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow binding a non-loopback address"
     )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="settings, e.g. model=PATH optim.lr=1e-5"
-    )
+    add_settings_arguments(parser, LearnerConfig, "model=PATH optim.lr=1e-5")
 
 
 def settings_from_args(args: argparse.Namespace) -> LearnerConfig:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thoughtmdp import settings
 from thoughtmdp.settings import ConfigError, to_dict
 
 Aggregation = Literal["seq-mean", "token-mean", "dr-grpo"]
@@ -253,8 +252,3 @@ def resume_mismatches(saved: dict[str, Any], config: LearnerConfig) -> list[str]
     """
     current = to_dict(config)
     return sorted(key for key in RESUME_KEYS if saved.get(key) != current.get(key))
-
-
-def describe_settings(cls: type = LearnerConfig, prefix: str = "") -> list[str]:
-    """One ``key = default: meaning`` line per setting of ``cls`` (default: LearnerConfig)."""
-    return settings.describe_settings(cls, prefix)

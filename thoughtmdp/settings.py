@@ -217,3 +217,24 @@ def _attribute_docs(doc: str) -> dict[str, str]:
         elif name and stripped:
             docs[name] += " " + stripped
     return docs
+
+
+def add_settings_arguments(parser: Any, cls: type, example: str) -> None:
+    """Give an argparse parser ``--config FILE`` and ``KEY=VALUE`` overrides for ``cls``.
+
+    The help then ends with every setting, its default and its meaning.
+
+    Args:
+        parser: An ``argparse.ArgumentParser`` (a sub-command's).
+        cls: The settings dataclass the command reads.
+        example: Overrides shown in the help, e.g. ``"model=PATH optim.lr=1e-5"``.
+    """
+    import argparse
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    lines = "\n".join(f"  {line}" for line in describe_settings(cls))
+    parser.epilog = f"settings (KEY = default: meaning):\n{lines}"
+    parser.add_argument("--config", help="YAML file of settings")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help=f"settings, e.g. {example}"
+    )
