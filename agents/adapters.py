@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import tempfile
@@ -11,10 +10,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.wire import AdapterNotice
+from thoughtmdp.wire import ADAPTER_WEIGHTS, AdapterNotice, sha256_of
 
 logger = logging.getLogger(__name__)
-WEIGHTS = "adapter_model.safetensors"
 
 
 class AdapterRefused(ThoughtMDPError):
@@ -34,15 +32,6 @@ class LoadsAdapters(Protocol):
         ...
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def materialize(notice: AdapterNotice, root: Path) -> Path:
     """The adapter's folder: its shared path, or inline files written under ``root``.
 
@@ -58,7 +47,7 @@ def materialize(notice: AdapterNotice, root: Path) -> Path:
             if Path(name).name != name or name in ("", ".", ".."):
                 raise AdapterRefused(f"adapter v{notice.version}: unsafe file name {name!r}")
             (folder / name).write_bytes(content)
-    weights = folder / WEIGHTS
+    weights = folder / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise AdapterRefused(f"adapter v{notice.version}: {weights} does not exist")
     actual = sha256_of(weights)

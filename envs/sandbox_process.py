@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from thoughtmdp import isolation
 from thoughtmdp.envs.sandbox_types import SandboxError
 
 RUNNER_FOLDER = str(Path(__file__).resolve().parent)
@@ -185,9 +186,4 @@ def describe_exit(code: int | None) -> str:
     """``"exit code 3"`` or ``"killed by signal SIGKILL"`` for a process return code."""
     if code is None:
         return "still running"
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    return isolation.describe_exit(code)

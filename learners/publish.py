@@ -8,7 +8,6 @@ reader (or a crash) never sees half a version. Versions only grow, across restar
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -17,19 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.wire import AdapterNotice
+from thoughtmdp.wire import ADAPTER_FILES, ADAPTER_WEIGHTS, AdapterNotice, sha256_of
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VERSION_DIR = re.compile(r"^v(\d{6,})$")
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fsync_tree(folder: Path) -> None:
@@ -114,7 +103,7 @@ class AdapterPublisher:
     def notice(self, version: int) -> AdapterNotice:
         """The notice of a version already on disk."""
         folder = self.folder(version)
-        digest = sha256_of(folder / ADAPTER_FILES[1])
+        digest = sha256_of(folder / ADAPTER_WEIGHTS)
         if not self.inline:
             return AdapterNotice(version, digest, str(folder.resolve()))
         files = tuple((name, (folder / name).read_bytes()) for name in ADAPTER_FILES)

@@ -161,7 +161,7 @@ class TimedWorker:
         except (EOFError, OSError):
             raise WorkerCrashed(
                 f"the worker process of {self.name} died during a call "
-                f"({_describe_exit(child.stop(kill=True))}); the next call starts a fresh one"
+                f"({describe_exit(child.stop(kill=True))}); the next call starts a fresh one"
             ) from None
         raise VerifierTimeout(
             f"{self.name} ran past its time limit of {self.timeout:g} s; its worker "
@@ -334,7 +334,8 @@ def _target_name(target: Target | None) -> str:
     return f"{module}.{getattr(target, '__qualname__', repr(target))}"
 
 
-def _describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None) -> str:
+    """``"exit code 3"`` or ``"killed by signal SIGKILL"`` for a process return code."""
     if code is None:
         return "exit code unknown"
     if code < 0:
@@ -352,7 +353,7 @@ def _start_failure(name: str, message: tuple[str, str], code: int | None, wait: 
     if kind == "slow":
         return f"the worker process of {name} did not start within {wait:g} s"
     return (
-        f"the worker process of {name} exited before it was ready ({_describe_exit(code)}); see "
+        f"the worker process of {name} exited before it was ready ({describe_exit(code)}); see "
         "its traceback on stderr. A script that creates workers must do so under "
         "`if __name__ == '__main__':`, since the 'spawn' start method imports the main module "
         "again in the child"

@@ -8,6 +8,8 @@ A message is ``[kind byte, msgpack header, *raw array frames]``; never pickle.
 """
 
 from thoughtmdp.wire.control import (
+    ADAPTER_FILES,
+    ADAPTER_WEIGHTS,
     AdapterNotice,
     Credit,
     Hello,
@@ -16,11 +18,14 @@ from thoughtmdp.wire.control import (
     encode_adapter,
     encode_credit,
     encode_hello,
+    sha256_of,
 )
 from thoughtmdp.wire.episode import decode_episode, encode_episode
 from thoughtmdp.wire.frames import KINDS, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Frames, WireError
 
 __all__ = [
+    "ADAPTER_FILES",
+    "ADAPTER_WEIGHTS",
     "KINDS",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
@@ -36,4 +41,5 @@ __all__ = [
     "encode_credit",
     "encode_episode",
     "encode_hello",
+    "sha256_of",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from thoughtmdp.types import Episode
@@ -24,6 +26,19 @@ from .frames import (
     pack,
     unpack,
 )
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS)
+"""The files of one adapter version; the notice's digest is that of the weights."""
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (the digest an :class:`AdapterNotice` carries)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
