@@ -50,7 +50,10 @@ class ActorConfig:
             (empty: ``actor-<shard>``).
         model: Path of the Hugging Face causal LM (base weights); its tokenizer is used too.
         backend: ``vllm``, ``transformers``, or ``auto`` (vLLM when it is installed).
+        engine_options: ``vllm.AsyncEngineArgs`` keywords over our defaults, e.g.
+            ``engine_options.tensor_parallel_size=4`` or ``engine_options.dtype=float32``.
         device: Torch device of the transformers backend.
+        max_batch_size: Most requests the transformers backend decodes together.
         lora_rank: Largest LoRA rank the vLLM engine must hold (the learner's ``lora.rank``).
         task: Registered task name (``thoughtmdp tasks`` lists them).
         task_options: Keyword arguments of the task, e.g. ``task_options.num_steps=4``.
@@ -76,7 +79,9 @@ class ActorConfig:
     name: str = ""
     model: str = ""
     backend: Backend = "auto"
+    engine_options: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    max_batch_size: int = 16
     lora_rank: int = 64
     task: str = "arith_chain"
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +101,8 @@ class ActorConfig:
     hello_interval: float = 2.0
 
     def __post_init__(self) -> None:
-        for key in ("lora_rank", "max_thoughts", "num_shards", "in_flight", "hello_interval"):
+        positive = ("lora_rank", "max_thoughts", "num_shards", "in_flight", "hello_interval")
+        for key in (*positive, "max_batch_size"):
             value = getattr(self, key)
             if not value > 0:
                 raise ConfigError(f"{key}: expected a positive number, got {value!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -27,12 +28,16 @@ def run_actor(config: ActorConfig) -> int:
         config: Validated actor settings.
 
     Returns:
-        The process exit code.
+        The process exit code (0 also when stopped by SIGINT or SIGTERM).
     """
     task = make_task(config.task, **config.task_options)
     backend = make_backend(config)
+    # SIGTERM (how `thoughtmdp train` ends a run) unwinds like Ctrl-C, so the engine closes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         asyncio.run(stream_episodes(config, task, backend))
+    except KeyboardInterrupt:
+        logger.info("actor %s stopped", config.actor_name)
     finally:
         backend.close()
         task.close()
@@ -52,10 +57,17 @@ def make_backend(config: ActorConfig) -> Any:
     if resolve_backend(config) == "vllm":
         from .vllm_backend import VLLMBackend
 
-        return VLLMBackend(config.model, lora_rank=config.lora_rank, max_lag=config.max_lag)
+        return VLLMBackend(
+            config.model,
+            lora_rank=config.lora_rank,
+            max_lag=config.max_lag,
+            engine_options=config.engine_options,
+        )
     from .transformers_backend import TransformersBackend
 
-    return TransformersBackend(config.model, device=config.device)
+    return TransformersBackend(
+        config.model, device=config.device, max_batch_size=config.max_batch_size
+    )
 
 
 async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: Any) -> None:

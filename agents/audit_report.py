@@ -16,34 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from thoughtmdp.stats import wilson_interval
+
 from .audit import AuditResult, LocalizationRecord
 from .eval_records import PASS_REWARD
 
 POSITION_BINS = 10
 """Bins of the relative reset position ``h*/H_s`` in (0, 1]."""
-Z_95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a binomial rate (95% by default).
-
-    Args:
-        successes: Successes.
-        n: Trials (0 gives ``(0.0, 1.0)``).
-        z: Normal quantile of the confidence level.
-
-    Returns:
-        ``(low, high)``.
-
-    >>> [round(x, 4) for x in wilson_interval(1, 4)]
-    [0.0456, 0.6994]
-    """
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def audit_summary(result: AuditResult) -> dict[str, Any]:

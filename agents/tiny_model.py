@@ -251,23 +251,49 @@ def build_tiny_model(
     """
     tokenizer = wrap_tokenizer(build_tokenizer(vocab_size, corpus))
     config = tiny_config(len(tokenizer), hidden_size, num_layers, num_heads, intermediate_size)
-    eos_id = tokenizer.eos_token_id
-    config.eos_token_id = config.pad_token_id = eos_id
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config).eval()
+    model = init_model(config, tokenizer, seed)
     n_params = sum(p.numel() for p in model.parameters())
     if n_params >= MAX_PARAMETERS:
         raise ValueError(
             f"a tiny model must have fewer than {MAX_PARAMETERS} parameters, these sizes give "
             f"{n_params}; shrink hidden_size, intermediate_size, num_layers or vocab_size"
         )
+    return save_model(model, tokenizer, path)
+
+
+def init_model(
+    config: Qwen2Config, tokenizer: PreTrainedTokenizerFast, seed: int
+) -> Qwen2ForCausalLM:
+    """A seeded random model of ``config`` whose end and padding token is the tokenizer's EOS.
+
+    The global torch random state is left as it was.
+    """
+    config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(config).eval()
+
+
+def save_model(
+    model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, path: str | Path
+) -> Path:
+    """Save a tiny model and its tokenizer so that transformers, PEFT and vLLM load them.
+
+    Args:
+        model: A float32 model of :func:`tiny_config`.
+        tokenizer: Its tokenizer (from :func:`wrap_tokenizer`).
+        path: Folder to save into (created if missing).
+
+    Returns:
+        The folder.
+    """
+    eos_id = tokenizer.eos_token_id
     model.generation_config = GenerationConfig(
         eos_token_id=eos_id, pad_token_id=eos_id, do_sample=True
     )
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    model.eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     # Older readers (transformers 4.x, as in vLLM images) look for ``torch_dtype`` and map
     # ``Qwen2Tokenizer`` to the fast class that reads tokenizer.json as it is.

@@ -76,7 +76,8 @@ def default_options(*, lora_rank: int, max_lag: int, cpu: bool) -> dict[str, Any
         lora_rank: Rank r of the adapters the learner publishes.
         max_lag: Most versions an actor's adapter may trail the learner's; one request per
             version may still run, so ``max_loras = max_lag + 1``.
-        cpu: Running on CPU: eager mode (no graphs to capture) and smaller cache blocks.
+        cpu: Running on CPU: eager mode (no graphs to capture), smaller cache blocks and no
+            chunked prefill.
 
     Returns:
         Keyword arguments of ``vllm.AsyncEngineArgs``.
@@ -97,7 +98,11 @@ def default_options(*, lora_rank: int, max_lag: int, cpu: bool) -> dict[str, Any
         "logprobs_mode": "processed_logprobs",
     }
     if cpu:
-        options.update(enforce_eager=True, block_size=CPU_BLOCK_SIZE)
+        # Chunked prefill off: a seeded request whose prefill is split has its sampled token
+        # discarded, and vLLM then rewinds the request's generator by an offset that CPU
+        # generators do not have ("CPU Generator does not use offset"), which kills the
+        # engine. Without chunking no prefill is ever split.
+        options.update(enforce_eager=True, block_size=CPU_BLOCK_SIZE, enable_chunked_prefill=False)
     return options
 
 

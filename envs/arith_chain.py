@@ -11,6 +11,7 @@ from typing import overload
 import numpy as np
 
 from thoughtmdp.answers import last_boxed
+from thoughtmdp.localization import LOCALIZER_TEMPLATE
 from thoughtmdp.prompts import ROLLOUT_TEMPLATE
 from thoughtmdp.task import VerifiableTask
 from thoughtmdp.types import Problem, Score, Trajectory
@@ -37,6 +38,8 @@ class ArithChainTask(VerifiableTask):
         size: Number of train problems.
         test_size: Number of test problems.
         prompt_template: Rollout template with a ``{question}`` field.
+        localizer_template: Self-localisation template (``{question}``, ``{steps}``,
+            ``{num_steps}``).
     """
 
     name = "arith_chain"
@@ -51,8 +54,9 @@ class ArithChainTask(VerifiableTask):
         size: int = 10_000,
         test_size: int = 1_000,
         prompt_template: str = ROLLOUT_TEMPLATE,
+        localizer_template: str = LOCALIZER_TEMPLATE,
     ) -> None:
-        super().__init__(prompt_template)
+        super().__init__(prompt_template, localizer_template)
         low, high = operand_range
         if num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {num_steps}")

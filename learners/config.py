@@ -124,6 +124,8 @@ class LearnerConfig:
             truncated importance weights of ``loss.is_cap``.
         max_steps: Stop after this many learner steps in all (``None``: run until stopped).
         checkpoint_every: Steps between checkpoints (0: never).
+        signal_map_every: Steps between logged per-thought gradient-signal maps of one
+            episode (``signal_maps.jsonl``; 0: never).
         keep_checkpoints: Complete checkpoints kept on disk (older ones are deleted).
         resume: Continue from the latest complete checkpoint in ``run_dir``.
         publish_inline: Send the adapter files inside the notice (actors without a shared
@@ -150,6 +152,7 @@ class LearnerConfig:
     stale: Literal["skip", "reweight"] = "skip"
     max_steps: int | None = None
     checkpoint_every: int = 10
+    signal_map_every: int = 10
     keep_checkpoints: int = 2
     resume: bool = False
     publish_inline: bool = False

@@ -8,6 +8,7 @@
 | ``actor/pg_clipfrac`` | share of active tokens whose ratio was clipped (``loss.clip_eps``) |
 | ``actor/is_weight/mean`` | mean truncated importance weight (``loss.is_cap``) |
 | ``perf/total_num_tokens`` | tokens of the step's rollouts (prompt, prefix and sampled) |
+| ``perf/rollouts`` | rollouts (samples) in the step's episodes |
 | ``perf/throughput`` | ``perf/total_num_tokens`` per second of ``timing_s/step`` per rank |
 | ``timing_s/update_actor`` | forward, backward and optimiser steps |
 | ``timing_s/update_weights`` | gathering, saving and publishing the adapter |
@@ -21,6 +22,7 @@
 | ``staleness/reweighted`` | stale episodes kept with truncated importance weights |
 | ``staleness/lag/max`` | largest version lag among the step's episodes |
 | ``learner/version`` | adapter version published at the end of the step |
+| ``learner/episodes/<actor>`` | episodes the step took from each actor |
 
 ``g_it = (|A_i| / T_i)(1 - pi(y_it))`` is the size of the loss gradient on the sampled token's
 logit; the signal means are over the whole step rather than per prompt as in the paper.
@@ -34,6 +36,8 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+
+from thoughtmdp.run_files import METRICS_FILE, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ class MetricsLog:
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         self._writer: Any = _tensorboard(Path(run_dir) / "tensorboard") if tensorboard else None
@@ -83,11 +87,4 @@ def _tensorboard(folder: Path) -> Any:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    records = []
-    path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return read_jsonl(Path(run_dir) / METRICS_FILE)

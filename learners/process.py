@@ -4,12 +4,18 @@ Each step: rank 0 takes a step's episodes from the :class:`EpisodeReceiver` (app
 staleness rule) and hands them to every rank; the trainer updates; the adapter is saved as
 the next version and its notice published; every ``checkpoint_every`` steps a checkpoint is
 written. Only rank 0 opens a socket or writes metrics.
+
+SIGTERM or SIGINT stops the learner between steps: a step that is still collecting episodes
+is abandoned (no update from part of a batch), a checkpoint is written and the process
+exits with status 0. Rank 0 tells the other ranks by handing them an empty batch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,9 +29,10 @@ from thoughtmdp.learners.checkpoint import (
     save_checkpoint,
 )
 from thoughtmdp.learners.config import LearnerConfig, resume_mismatches
+from thoughtmdp.learners.episode_log import EpisodeLog, pick_signal_episode, signal_map
 from thoughtmdp.learners.metrics_log import MetricsLog
 from thoughtmdp.learners.publish import AdapterPublisher
-from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource
+from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource, StopRequested
 from thoughtmdp.learners.trainer import Trainer, build_trainer
 from thoughtmdp.settings import ConfigError, to_dict
 from thoughtmdp.types import Episode
@@ -48,6 +55,8 @@ def run_learner(config: LearnerConfig) -> int:
     """
     trainer = build_trainer(config)
     loop = LearnerLoop(config, trainer)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: loop.stop.set())
     try:
         loop.run()
     finally:
@@ -72,18 +81,21 @@ class LearnerLoop:
         self.step = 0
         self.receiver: EpisodeReceiver | None = None
         self.log: MetricsLog | None = None
+        self.episode_log: EpisodeLog | None = None
         self.last_notice: AdapterNotice | None = None
         self.publisher = AdapterPublisher(config.run_dir / "adapters", config.publish_inline)
         self.version = self.publisher.latest_version()
         self.consumed: Counter[str] = Counter()
+        self.stop = threading.Event()
         self._prepare()
         self.assembler: BatchAssembler | None = None
         if self.rank0:  # only rank 0 talks to actors
             self.assembler = BatchAssembler(
                 source or self._receiver(), config.prompts_per_step, config.max_lag,
-                config.stale == "skip", self.consumed,
+                config.stale == "skip", self.consumed, self.stop,
             )  # fmt: skip
             self.log = MetricsLog(config.run_dir)
+            self.episode_log = EpisodeLog(config.run_dir)
 
     def _receiver(self) -> EpisodeSource:
         from thoughtmdp.transport import EpisodeReceiver
@@ -128,14 +140,26 @@ class LearnerLoop:
         logger.info("resumed from %s at step %d, version %d", path, self.step, self.version)
 
     def run(self) -> None:
-        """Run steps until ``max_steps`` (forever without it)."""
+        """Run steps until ``max_steps`` (forever without it) or until :attr:`stop` is set."""
         while self.config.max_steps is None or self.step < self.config.max_steps:
-            self.run_step()
+            try:
+                self.run_step()
+            except StopRequested as exc:
+                logger.info("stopping at step %d: %s", self.step, exc)
+                every = self.config.checkpoint_every
+                if every and self.step and self.step % every:
+                    self._checkpoint()
+                return
 
     def run_step(self) -> dict[str, float]:
-        """One step: collect, update, publish, maybe checkpoint; returns its metrics."""
+        """One step: collect, update, publish, maybe checkpoint; returns its metrics.
+
+        Raises:
+            StopRequested: If :attr:`stop` was set before the step's episodes were complete.
+        """
         start = time.perf_counter()
         episodes, metrics = self._collect()
+        self._map_signal(episodes)
         metrics.update(self.trainer.step(episodes))
         published = time.perf_counter()
         self._publish()
@@ -149,21 +173,39 @@ class LearnerLoop:
         world = self.trainer.engine.world_size
         metrics["perf/throughput"] = metrics["perf/total_num_tokens"] / elapsed / world
         metrics["learner/version"] = float(self.version)
-        if self.log is not None:
+        if self.log is not None and self.episode_log is not None:
             self.log.write(self.step, metrics)
+            self.episode_log.write_episodes(self.step, episodes)
         return metrics
+
+    def _map_signal(self, episodes: list[Episode]) -> None:
+        """Every ``signal_map_every`` steps, log one episode's per-thought gradient signal."""
+        every = self.config.signal_map_every
+        if not every or self.step % every:
+            return
+        episode = pick_signal_episode(episodes)  # every rank has the same episodes
+        if episode is None:
+            return
+        engine = self.trainer.engine
+        found = signal_map(engine, episode, self.config.loss.temperature, self.trainer.pad_id)
+        if self.episode_log is not None:
+            self.episode_log.write_signal_map(self.step + 1, found)
 
     def _collect(self) -> tuple[list[Episode], dict[str, float]]:
         engine = self.trainer.engine
         episodes: list[Episode] | None = None
         metrics: dict[str, float] = {}
         if self.assembler is not None:
-            episodes, metrics = self.assembler.next_batch(self.version)
+            try:
+                episodes, metrics = self.assembler.next_batch(self.version)
+            except StopRequested:
+                episodes = []  # an empty batch tells the other ranks to stop too
         if engine.world_size > 1:
             from thoughtmdp.learners.distributed import broadcast_episodes
 
             episodes = broadcast_episodes(episodes, engine.device)
-        assert episodes is not None
+        if not episodes:
+            raise StopRequested("asked to stop")
         return episodes, metrics
 
     def _publish(self) -> None:
@@ -193,3 +235,5 @@ class LearnerLoop:
             self.receiver.close()
         if self.log is not None:
             self.log.close()
+        if self.episode_log is not None:
+            self.episode_log.close()

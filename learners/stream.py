@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,6 +21,10 @@ from thoughtmdp.types import Episode
 
 logger = logging.getLogger(__name__)
 POLL_S = 0.5
+
+
+class StopRequested(ThoughtMDPError):
+    """The learner was asked to stop while it waited for a step's episodes."""
 
 
 class EpisodeSource(Protocol):
@@ -46,6 +51,7 @@ class BatchAssembler:
         max_lag: Staleness threshold in versions (``None``: nothing is stale).
         skip_stale: Drop stale episodes (else keep them for reweighting).
         consumed: Episodes taken so far from each actor (the stream position).
+        stop: When set, :meth:`next_batch` gives up waiting (checked every ``POLL_S``).
     """
 
     source: EpisodeSource
@@ -53,6 +59,7 @@ class BatchAssembler:
     max_lag: int | None = None
     skip_stale: bool = True
     consumed: Counter[str] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def next_batch(self, version: int) -> tuple[list[Episode], dict[str, float]]:
         """The next step's episodes and the intake counts.
@@ -61,17 +68,26 @@ class BatchAssembler:
             version: The learner's current adapter version.
 
         Returns:
-            The episodes and ``staleness/*`` and ``learner/rejected_episodes`` metrics.
+            The episodes and ``staleness/*``, ``learner/rejected_episodes`` and
+            ``learner/episodes/<actor>`` (episodes taken from each actor) metrics.
+
+        Raises:
+            StopRequested: If :attr:`stop` is set before the batch is complete; the episodes
+                taken so far are dropped.
         """
         batch: list[Episode] = []
         counts = Counter({"skipped": 0, "reweighted": 0, "rejected": 0})
         worst = 0
+        taken: Counter[str] = Counter()
         while len(batch) < self.size:
+            if self.stop.is_set():
+                raise StopRequested(f"stopped with {len(batch)} of {self.size} episodes")
             try:
                 actor, episode = self.source.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             self.consumed[actor] += 1
+            taken[actor] += 1
             if not _trainable(episode, actor):
                 counts["rejected"] += 1
                 continue
@@ -88,6 +104,7 @@ class BatchAssembler:
             "staleness/lag/max": float(worst),
             "learner/rejected_episodes": float(counts["rejected"]),
         }
+        metrics.update({f"learner/episodes/{actor}": float(n) for actor, n in taken.items()})
         return batch, metrics
 
 

@@ -168,6 +168,7 @@ def batch_metrics(episodes: Sequence[Episode], pad_id: int = 0) -> dict[str, flo
     arrays = training_arrays(episodes, pad_id)
     metrics = episode_metrics(episodes)
     metrics["perf/total_num_tokens"] = float(arrays.attention_mask.sum())
+    metrics["perf/rollouts"] = float(arrays.input_ids.shape[0])
     metrics["response_length/mean"] = float(np.mean(arrays.loss_mask.sum(axis=1)))
     return metrics
 

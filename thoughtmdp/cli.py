@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_learner(commands)
     _add_actor(commands)
+    _add_training(commands)
     return parser
 
 
@@ -98,6 +99,17 @@ def _add_actor(commands: Any) -> None:
     add_parser(commands)
 
 
+def _add_training(commands: Any) -> None:
+    """``train``, ``config``, ``warmstart`` and ``plot`` (parsed without torch)."""
+    from thoughtmdp.agents.warmstart_command import add_parser as add_warmstart
+    from thoughtmdp.plot_command import add_parser as add_plot
+    from thoughtmdp.training.command import add_parsers
+
+    add_parsers(commands)
+    add_warmstart(commands)
+    add_plot(commands)
+
+
 RUNNERS = {
     "tasks": "thoughtmdp.task:run_tasks_command",
     "demo": "thoughtmdp.demo:run_demo_command",
@@ -106,6 +118,10 @@ RUNNERS = {
     "eval": "thoughtmdp.agents.eval_command:run",
     "audit-localization": "thoughtmdp.agents.audit_command:run",
     "eval-code": "thoughtmdp.envs.code_eval:run",
+    "train": "thoughtmdp.training.command:run_train",
+    "config": "thoughtmdp.training.command:run_config",
+    "warmstart": "thoughtmdp.agents.warmstart_command:run",
+    "plot": "thoughtmdp.plot_command:run",
 }
 """Each command's ``run(args) -> exit code``, imported only when that command runs."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from thoughtmdp.backend import PolicyBackend, SamplingParams
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.localization import LOCALIZER_TEMPLATE, parse_step_index, render_localizer_prompt
+from thoughtmdp.localization import parse_step_index, render_localizer_prompt
 from thoughtmdp.registry import Registry
 from thoughtmdp.task import VerifiableTask
 from thoughtmdp.types import ResetDecision, Trajectory
@@ -118,7 +118,8 @@ class SelfLocalization(ResetPolicy):
 
     Args:
         fallback: For an unparsable or out-of-range answer: ``"uniform"`` or ``"skip"``.
-        template: Localiser prompt with ``{question}``, ``{steps}``, ``{num_steps}``.
+        template: Localiser prompt with ``{question}``, ``{steps}``, ``{num_steps}``;
+            ``None`` asks the task (:meth:`VerifiableTask.render_localizer_prompt`).
         temperature: Sampling temperature of the localiser (0 = greedy).
         max_tokens: Longest localiser answer.
     """
@@ -128,7 +129,7 @@ class SelfLocalization(ResetPolicy):
     def __init__(
         self,
         fallback: Fallback = "uniform",
-        template: str = LOCALIZER_TEMPLATE,
+        template: str | None = None,
         temperature: float = 0.0,
         max_tokens: int = 512,
     ) -> None:
@@ -143,7 +144,10 @@ class SelfLocalization(ResetPolicy):
         """Ask the backend; parse its last boxed step number."""
         problem = context.task.get_problem(context.seed_trajectory.problem_id)
         thoughts = [t.text for t in context.seed_trajectory.all_thoughts]
-        prompt = render_localizer_prompt(problem.question, thoughts, self.template)
+        if self.template is None:
+            prompt = context.task.render_localizer_prompt(problem, thoughts)
+        else:
+            prompt = render_localizer_prompt(problem.question, thoughts, self.template)
         seed = int(context.rng.integers(2**31))
         completion = await context.backend.complete(prompt, replace(self.sampling, seed=seed))
         index, status = parse_step_index(completion.text, context.seed_length)
@@ -180,9 +184,16 @@ def make_reset_policy(name: str, **kwargs: Any) -> ResetPolicy:
 
     Raises:
         UnknownNameError: If ``name`` is not registered (the message lists the known ones).
-        ThoughtMDPError: If the factory does not build a :class:`ResetPolicy`.
+        ThoughtMDPError: If the options do not fit the factory, or it does not build a
+            :class:`ResetPolicy`.
     """
-    policy = RESET_POLICIES.get(name)(**kwargs)
+    factory = RESET_POLICIES.get(name)
+    try:
+        policy = factory(**kwargs)
+    except TypeError as exc:
+        raise ThoughtMDPError(
+            f"reset policy {name!r} does not take the options {sorted(kwargs)}: {exc}"
+        ) from None
     if not isinstance(policy, ResetPolicy):
         raise ThoughtMDPError(
             f"reset policy {name!r} built a {type(policy).__name__}, not a ResetPolicy"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -59,6 +61,33 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     return cls(**values)
 
 
+# YAML 1.1 reads ``1e-5`` (no dot) as a string; learning rates are written that way, so
+# such numbers are floats here, as in YAML 1.2.
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML with the safe loader, reading ``1e-5`` as a float.
+
+    >>> parse_yaml("lr: 1e-5")
+    {'lr': 1e-05}
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_loader())
+
+
+@functools.cache
+def _loader() -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """The safe loader, with exponent floats."""
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
+    return Loader
+
+
 def apply_overrides(config: T, overrides: Sequence[str]) -> T:
     """Apply ``a.b=value`` strings (values parsed as YAML) to a config dataclass.
 
@@ -68,8 +97,6 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
     >>> apply_overrides(Run(), ["steps=3"]).steps
     3
     """
-    import yaml
-
     data = to_dict(config)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -82,7 +109,7 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = parse_yaml(raw)
     return from_dict(type(config), data)
 
 
@@ -98,7 +125,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] 
     config = cls()
     if path is not None:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = parse_yaml(Path(path).read_text()) or {}
             config = from_dict(cls, data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -119,6 +146,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def to_yaml(config: Any) -> str:
+    """A config dataclass as YAML text that :func:`load` reads back (paths as strings).
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Run:
+    ...     steps: int = 10
+    ...     out: Path = Path("runs")
+    >>> print(to_yaml(Run()), end="")
+    steps: 10
+    out: runs
+    """
+    import yaml
+
+    def strings(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strings(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strings(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return str(yaml.safe_dump(strings(to_dict(config)), sort_keys=False, allow_unicode=True))
 
 
 def _join(where: str, key: str) -> str:
@@ -234,7 +284,7 @@ def add_settings_arguments(parser: Any, cls: type, example: str) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     lines = "\n".join(f"  {line}" for line in describe_settings(cls))
     parser.epilog = f"settings (KEY = default: meaning):\n{lines}"
-    parser.add_argument("--config", help="YAML file of settings")
+    parser.add_argument("-c", "--config", help="YAML file of settings")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help=f"settings, e.g. {example}"
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 from thoughtmdp.answers import has_boxed
 from thoughtmdp.errors import StepOracleUnavailable, ThoughtMDPError, UnknownNameError
+from thoughtmdp.localization import LOCALIZER_TEMPLATE, render_localizer_prompt
 from thoughtmdp.prompts import ROLLOUT_TEMPLATE, render_prompt
 from thoughtmdp.registry import Registry
 from thoughtmdp.types import Problem, Score, Trajectory
@@ -19,11 +20,14 @@ class VerifiableTask(ABC):
     r"""A source of problems with a verifiable final reward.
 
     Subclasses implement :meth:`problems` and :meth:`score`; they may override
-    :meth:`is_final` (default: the thought holds a ``\boxed{}``), :meth:`render_prompt`
-    and :meth:`first_error_step` (the credit-assignment oracle, when steps can be checked).
+    :meth:`is_final` (default: the thought holds a ``\boxed{}``), :meth:`render_prompt`,
+    :meth:`render_localizer_prompt` and :meth:`first_error_step` (the credit-assignment
+    oracle, when steps can be checked).
 
     Args:
         prompt_template: Rollout template with a ``{question}`` field.
+        localizer_template: Self-localisation template with ``{question}``, ``{steps}`` and
+            ``{num_steps}`` fields (the ``self`` reset policy asks it).
     """
 
     name: str = "task"
@@ -35,8 +39,11 @@ class VerifiableTask(ABC):
     has_step_oracle: bool = False
     """Whether :meth:`first_error_step` is implemented."""
 
-    def __init__(self, prompt_template: str = ROLLOUT_TEMPLATE) -> None:
+    def __init__(
+        self, prompt_template: str = ROLLOUT_TEMPLATE, localizer_template: str = LOCALIZER_TEMPLATE
+    ) -> None:
         self.prompt_template = prompt_template
+        self.localizer_template = localizer_template
 
     @abstractmethod
     def problems(self, split: str) -> Sequence[Problem]:
@@ -57,6 +64,10 @@ class VerifiableTask(ABC):
     def render_prompt(self, problem: Problem) -> str:
         """The prompt text the model sees before its first thought."""
         return render_prompt(problem.question, self.prompt_template)
+
+    def render_localizer_prompt(self, problem: Problem, thoughts: Sequence[str]) -> str:
+        """The question asking the policy which of ``thoughts`` first went wrong."""
+        return render_localizer_prompt(problem.question, thoughts, self.localizer_template)
 
     def first_error_step(self, trajectory: Trajectory) -> int | None:
         """1-based index of the first wrong thought of the whole chain; ``None`` if none.

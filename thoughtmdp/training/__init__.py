@@ -1,0 +1,1 @@
+"""``thoughtmdp train``: its settings, processes, progress display and summary."""
