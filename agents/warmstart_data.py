@@ -79,7 +79,7 @@ def localization_example(
     r"""The localiser prompt of a failed chain, and the checked steps up to `` \boxed{k}``."""
     thoughts, step = failed_chain(task, problem, error_rate, rng)
     correct = [t.split(" \\boxed")[0] for t in reference_thoughts(problem)[:step]]
-    shown = [CLAIM.findall(t)[0] for t in thoughts]
+    shown = [CLAIM.findall(t)[0] for t in thoughts[:step]]
     redone = " ".join(
         f"{k}: {t} ({claim})"
         for k, (t, claim) in enumerate(zip(correct, shown, strict=True), start=1)

@@ -114,23 +114,24 @@ def apply_overrides(config: T, overrides: Sequence[str]) -> T:
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults, then the YAML file at ``path``, then ``overrides``.
+    """Defaults, then the config file ``path`` (its ``base`` chain first), then ``overrides``.
+
+    ``path`` is a YAML file or the name of a shipped config
+    (:mod:`thoughtmdp.config_files`).
 
     Raises:
-        ConfigError: If the file is not a YAML mapping or holds a bad key or value (the
-            message names the file).
+        ConfigError: If the file is missing, not a YAML mapping or holds a bad key or value
+            (the message names the file).
     """
-    import yaml
+    from thoughtmdp.config_files import config_path, read_config
 
     config = cls()
     if path is not None:
+        data = read_config(path)
         try:
-            data = parse_yaml(Path(path).read_text()) or {}
             config = from_dict(cls, data)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{config_path(path)}: {exc}") from None
     return apply_overrides(config, overrides)
 
 
@@ -284,7 +285,7 @@ def add_settings_arguments(parser: Any, cls: type, example: str) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     lines = "\n".join(f"  {line}" for line in describe_settings(cls))
     parser.epilog = f"settings (KEY = default: meaning):\n{lines}"
-    parser.add_argument("-c", "--config", help="YAML file of settings")
+    parser.add_argument("-c", "--config", help="YAML file, or a shipped config's name")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help=f"settings, e.g. {example}"
     )

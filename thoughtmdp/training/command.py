@@ -8,51 +8,14 @@ imported, so a typo is reported at once.
 from __future__ import annotations
 
 import argparse
-import difflib
+import os
 import sys
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from thoughtmdp.config_files import Kind, config_kind, shipped_configs
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.settings import ConfigError, add_settings_arguments, load, to_yaml
-from thoughtmdp.training.config import TrainConfig, check_not_derived
-
-CONFIG_PACKAGE = "thoughtmdp"
-CONFIG_FOLDER = "configs"
-
-
-def shipped_configs() -> list[str]:
-    """Names of the configs shipped with thoughtmdp, e.g. ``paper/srpo-olmo3-7b-numinamath``."""
-    root = resources.files(CONFIG_PACKAGE).joinpath(CONFIG_FOLDER)
-    names = []
-    for folder in [root, *(p for p in root.iterdir() if p.is_dir())]:
-        prefix = "" if folder == root else f"{folder.name}/"
-        names += [
-            prefix + p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")
-        ]
-    return sorted(names)
-
-
-def config_path(name: str) -> Path:
-    """A config file: ``name`` itself when it is a file, else the shipped config of that name.
-
-    Raises:
-        ConfigError: If neither exists (the message suggests the closest shipped name).
-    """
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = resources.files(CONFIG_PACKAGE).joinpath(CONFIG_FOLDER, f"{name}.yaml")
-    if shipped.is_file():
-        return Path(str(shipped))
-    names = shipped_configs()
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(
-        f"no config file {name!r} and no shipped config of that name.{hint} "
-        f"Shipped: {', '.join(names)}"
-    )
+from thoughtmdp.settings import add_settings_arguments, load, to_yaml
+from thoughtmdp.training.config import TrainConfig, check_not_derived, default_run_dir, resolve
 
 
 def load_train_config(config: str | None, overrides: list[str]) -> TrainConfig:
@@ -61,8 +24,7 @@ def load_train_config(config: str | None, overrides: list[str]) -> TrainConfig:
     Raises:
         ConfigError: For a missing file, an unknown key, a bad value or a derived key.
     """
-    path = config_path(config) if config else None
-    train = load(TrainConfig, path, overrides)
+    train = load(TrainConfig, config, overrides)
     check_not_derived(train)
     return train
 
@@ -86,6 +48,11 @@ def add_parsers(commands: Any) -> None:
     actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser("show", help="print the settings a run would use, as YAML")
     show.add_argument("-c", "--config", help="YAML file, or a shipped config's name")
+    show.add_argument(
+        "--kind",
+        choices=["train", "learner", "actor"],
+        help="what the file configures (default: from its name; see `config list`)",
+    )
     show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings")
     actions.add_parser("list", help="list the shipped configs")
 
@@ -97,6 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
     except ThoughtMDPError as exc:
         print(f"thoughtmdp train: {exc}", file=sys.stderr)
         return 2
+    # Library progress bars (weights loading, shard writing) would break the live display.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from rich.console import Console
 
     from thoughtmdp.training.launch import ProcessFailed
@@ -115,12 +84,31 @@ def run_config(args: argparse.Namespace) -> int:
     """Run ``thoughtmdp config show|list``."""
     if args.action == "list":
         for name in shipped_configs():
-            print(name)
+            print(f"{name}  ({config_kind(name)})")
         return 0
+    kind = args.kind or (config_kind(args.config) if args.config else "train")
     try:
-        config = load_train_config(args.config, args.overrides)
+        config = load_config(kind, args.config, args.overrides)
     except ThoughtMDPError as exc:
         print(f"thoughtmdp config: {exc}", file=sys.stderr)
         return 2
     print(to_yaml(config), end="")
     return 0
+
+
+def load_config(kind: Kind, config: str | None, overrides: list[str]) -> Any:
+    """The settings of a ``train`` run (resolved), a ``learner`` or an ``actor``, checked.
+
+    Raises:
+        ConfigError: For a missing file, an unknown key or a bad value.
+    """
+    if kind == "train":
+        train = load_train_config(config, overrides)
+        return resolve(train, train.run_dir or default_run_dir(train))
+    if kind == "learner":
+        from thoughtmdp.learners.config import LearnerConfig
+
+        return load(LearnerConfig, config, overrides)
+    from thoughtmdp.agents.actor_config import ActorConfig
+
+    return load(ActorConfig, config, overrides)

@@ -15,6 +15,7 @@ model warm-started from scratch, sized for a 2-core CPU machine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,6 +201,12 @@ def _derive(config: TrainConfig) -> TrainConfig:
         engine_options=engine_options,
     )
     return replace(config, learner=learner, actor=actor)
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<UTC date>-<time>-<method>``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{method_name(config)}"
 
 
 def learner_config(resolved: TrainConfig) -> LearnerConfig:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,13 @@ from thoughtmdp.training import launch
 from thoughtmdp.training.config import (
     TrainConfig,
     actor_config,
+    default_run_dir,
     learner_config,
     method_name,
     resolve,
 )
 from thoughtmdp.training.progress import Progress
 from thoughtmdp.training.summary import heldout_record, print_summary, write_summary
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    """``runs/<UTC date>-<time>-<method>``."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{method_name(config)}"
 
 
 def train(config: TrainConfig, console: Any) -> dict[str, Any]:

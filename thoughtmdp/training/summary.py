@@ -167,6 +167,9 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     console.print(table)
 
 
+RESET_LABELS = {"resets": "resets with a reset group"}
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """The rows of the summary table, as text."""
     rows: list[tuple[str, str]] = []
@@ -222,7 +225,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             value = resets[key]
             rows.append(
                 (
-                    f"reset {key.replace('_', ' ')}",
+                    RESET_LABELS.get(key, f"reset {key.replace('_', ' ')}"),
                     f"{value:.1%}" if isinstance(value, float) else str(value),
                 )
             )
