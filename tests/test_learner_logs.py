@@ -74,7 +74,9 @@ def test_stop_interrupts_a_batch_being_collected():
         assembler.next_batch(version=0)
 
 
-def test_a_stopped_learner_checkpoints_and_logs_what_it_trained_on(tiny_model_dir, tokenizer, tmp_path):
+def test_a_stopped_learner_checkpoints_and_logs_what_it_trained_on(
+    tiny_model_dir, tokenizer, tmp_path
+):
     source: queue.Queue = queue.Queue()
     for i in range(6):
         source.put(("actor-0", hand_episode(tokenizer, f"train/{i}")))

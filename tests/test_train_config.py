@@ -29,8 +29,8 @@ def test_defaults_are_the_embedded_srpo_run():
     options = resolved.actor.task_options
     assert options["prompt_template"] == config.warmstart.prompt_template
     assert options["localizer_template"] == config.warmstart.localizer_template
-    assert resolved.learner.model == resolved.actor.model == str(
-        Path(resolved.learner.model)
+    assert (
+        resolved.learner.model == resolved.actor.model == str(Path(resolved.learner.model))
     )  # the recipe's cache folder
     assert config.warmstart.fingerprint() in resolved.learner.model
 
@@ -61,7 +61,10 @@ def test_derived_keys_tie_the_processes_together():
             "actor.lora_rank is set by thoughtmdp train (from learner.lora.rank); set "
             "learner.lora.rank instead",
         ),
-        ("learner.model=/m", "learner.model is set by thoughtmdp train (from model); set model instead"),
+        (
+            "learner.model=/m",
+            "learner.model is set by thoughtmdp train (from model); set model instead",
+        ),
     ],
 )
 def test_setting_a_derived_key_names_the_key_to_set(override, message):
@@ -85,7 +88,10 @@ def test_a_resolved_config_loads_back(tmp_path, capsys):
             ["train", "learner.optim.rl=1e-4"],
             "thoughtmdp train: unknown key 'learner.optim.rl'. Did you mean 'learner.optim.lr'?",
         ),
-        (["train", "learner.optim.lr=fast"], "thoughtmdp train: learner.optim.lr: expected float, got 'fast'"),
+        (
+            ["train", "learner.optim.lr=fast"],
+            "thoughtmdp train: learner.optim.lr: expected float, got 'fast'",
+        ),
         (["train", "actors=0"], "thoughtmdp train: actors: expected 1 or more, got 0"),
         (
             ["train", "-c", "paper/srpo-numinamath-qwen2.5"],
@@ -119,7 +125,11 @@ def test_paper_configs_carry_table_5():
     learner, actor = config.learner, config.actor
     assert (learner.lora.rank, learner.lora.alpha, learner.optim.lr) == (64, 64, 5e-5)
     assert (learner.prompts_per_step, learner.prompts_per_minibatch) == (32, 8)
-    assert (actor.sampling.temperature, actor.sampling.top_p, actor.sampling.max_tokens) == (0.7, 0.95, 256)
+    assert (actor.sampling.temperature, actor.sampling.top_p, actor.sampling.max_tokens) == (
+        0.7,
+        0.95,
+        256,
+    )
     assert actor.max_thoughts == 20 and actor.episode_config().suffix_group_size == 4
     assert actor.engine_options["tensor_parallel_size"] == 2
     assert method_name(load_train_config("paper/grpo-numinamath-olmo3-7b", [])) == "grpo8"
