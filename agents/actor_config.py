@@ -17,6 +17,7 @@ from thoughtmdp.config import EpisodeConfig, episode_config
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.settings import ConfigError
 from thoughtmdp.task import TASKS
+from thoughtmdp.transport.security import CurveClient
 
 Backend = Literal["auto", "vllm", "transformers"]
 
@@ -73,6 +74,9 @@ class ActorConfig:
         max_episodes: Stop after sending this many episodes (``None``: run until stopped).
         adapter_root: Where adapters sent inline are written (``None``: a temporary folder).
         hello_interval: Seconds without credit before saying hello to the learner again.
+        curve_secret: The actor's secret CURVE certificate; with ``curve_server_public``,
+            the connection to the learner is encrypted and authenticated.
+        curve_server_public: The learner's public CURVE certificate.
     """
 
     learner: str = "tcp://127.0.0.1:5555"
@@ -99,6 +103,8 @@ class ActorConfig:
     max_episodes: int | None = None
     adapter_root: Path | None = None
     hello_interval: float = 2.0
+    curve_secret: Path | None = None
+    curve_server_public: Path | None = None
 
     def __post_init__(self) -> None:
         positive = ("lora_rank", "max_thoughts", "num_shards", "in_flight", "hello_interval")
@@ -112,6 +118,8 @@ class ActorConfig:
             raise ConfigError(f"max_lag: expected 0 or more, got {self.max_lag}")
         if self.max_episodes is not None and self.max_episodes < 0:
             raise ConfigError(f"max_episodes: expected 0 or more, got {self.max_episodes}")
+        if (self.curve_secret is None) != (self.curve_server_public is None):
+            raise ConfigError("set both curve_secret and curve_server_public, or neither")
         if self.task not in TASKS:
             raise ConfigError(f"task: unknown task {self.task!r}; known: {TASKS.names()}")
         try:
@@ -124,6 +132,12 @@ class ActorConfig:
     def actor_name(self) -> str:
         """The name the actor uses on the wire."""
         return self.name or f"actor-{self.shard}"
+
+    def curve(self) -> CurveClient | None:
+        """The CURVE keys of the connection to the learner, if set."""
+        if self.curve_secret is None or self.curve_server_public is None:
+            return None
+        return CurveClient(self.curve_secret, self.curve_server_public)
 
     def episode_config(self) -> EpisodeConfig:
         """The episode shape: ``presets`` applied in order, then ``episode``."""

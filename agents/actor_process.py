@@ -96,7 +96,8 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
     root = config.adapter_root or Path(tempfile.mkdtemp(prefix="thoughtmdp-adapters-"))
     root.mkdir(parents=True, exist_ok=True)
     name = config.actor_name
-    async with EpisodeSender(config.learner, name, config.hello_interval) as sender:
+    sender = EpisodeSender(config.learner, name, config.hello_interval, curve=config.curve())
+    async with sender:
         logger.info("actor %s connected to %s (shard %d)", name, config.learner, config.shard)
         actor = Actor(builder, sender, order, config.in_flight, config.max_lag, root, config.seed)
         await actor.run(config.max_episodes)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thoughtmdp.settings import ConfigError, to_dict
+from thoughtmdp.transport.security import CurveServer
 
 Aggregation = Literal["seq-mean", "token-mean", "dr-grpo"]
 # Changing these between a checkpoint and its resume would load the wrong weights.
@@ -112,6 +113,10 @@ class LearnerConfig:
             ``checkpoints/step-*/`` and the resolved ``config.json``.
         bind: Address the learner binds for actors (``--bind``).
         allow_remote: Allow binding an address reachable from other hosts.
+        curve_secret: The learner's secret CURVE certificate
+            (``zmq.auth.create_certificates``); with ``curve_authorized``, the socket
+            encrypts and admits only the actors whose public certificates are there.
+        curve_authorized: Folder of the public certificates of the actors allowed in.
         window: Episodes each actor may have queued or in flight (credits).
         prompts_per_step: Episodes (prompts) per learner step; one adapter version each.
         prompts_per_minibatch: Episodes per optimiser step within a learner step.
@@ -143,6 +148,8 @@ class LearnerConfig:
     run_dir: Path = Path("runs/learner")
     bind: str = "tcp://127.0.0.1:5555"
     allow_remote: bool = False
+    curve_secret: Path | None = None
+    curve_authorized: Path | None = None
     window: int = 4
     prompts_per_step: int = 32
     prompts_per_minibatch: int = 8
@@ -178,9 +185,18 @@ class LearnerConfig:
             raise ConfigError("set at most one of loss.clip_eps and loss.is_cap")
         if self.stale == "reweight" and self.loss.is_cap is None:
             raise ConfigError("stale=reweight needs loss.is_cap (the truncation C), e.g. 2.0")
+        if (self.curve_secret is None) != (self.curve_authorized is None):
+            raise ConfigError("set both curve_secret and curve_authorized, or neither")
         stage = self.deepspeed.zero_stage
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
+
+
+    def curve(self) -> CurveServer | None:
+        """The CURVE keys of the learner's socket, if set."""
+        if self.curve_secret is None or self.curve_authorized is None:
+            return None
+        return CurveServer(self.curve_secret, self.curve_authorized)
 
 
 def _check_positive(section: Any, names: tuple[str, ...], prefix: str = "") -> None:

@@ -101,7 +101,9 @@ class LearnerLoop:
         from thoughtmdp.transport import EpisodeReceiver
 
         config = self.config
-        receiver = EpisodeReceiver(config.bind, config.window, allow_remote=config.allow_remote)
+        receiver = EpisodeReceiver(
+            config.bind, config.window, allow_remote=config.allow_remote, curve=config.curve()
+        )
         logger.info("learner listening on %s", receiver.address)
         self.receiver = receiver
         return receiver

@@ -176,3 +176,35 @@ def test_remote_bind_needs_consent():
 def test_bad_bind_address_is_reported():
     with pytest.raises(zmq.ZMQError):
         EpisodeReceiver("tcp://127.0.0.1:notaport")
+
+
+def test_learner_and_actor_settings_carry_curve_keys(tmp_path):
+    from thoughtmdp.agents.actor_config import ActorConfig
+    from thoughtmdp.learners.config import LearnerConfig
+    from thoughtmdp.settings import ConfigError, load
+
+    server_public, server_secret = zmq.auth.create_certificates(tmp_path, "learner")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    _, client_secret = zmq.auth.create_certificates(allowed, "actor")
+    learner = load(
+        LearnerConfig, None, [f"curve_secret={server_secret}", f"curve_authorized={allowed}"]
+    )
+    actor = load(
+        ActorConfig,
+        None,
+        [f"curve_secret={client_secret}", f"curve_server_public={server_public}"],
+    )
+
+    async def main(receiver):
+        async with EpisodeSender(receiver.address, "trusted", curve=actor.curve()) as sender:
+            await sender.send(episode(3))
+            return await asyncio.to_thread(receiver.get, 10.0)
+
+    with EpisodeReceiver(curve=learner.curve()) as receiver:
+        assert asyncio.run(main(receiver)) == ("trusted", episode(3))
+    assert LearnerConfig().curve() is None and ActorConfig().curve() is None
+    with pytest.raises(ConfigError, match="set both curve_secret and curve_authorized"):
+        LearnerConfig(curve_secret=server_secret)
+    with pytest.raises(ConfigError, match="set both curve_secret and curve_server_public"):
+        ActorConfig(curve_server_public=server_public)
