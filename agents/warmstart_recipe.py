@@ -65,7 +65,7 @@ class WarmStartRecipe:
     operators: str = "+-"
     operand_range: tuple[int, int] = (1, 9)
     error_rate: float = 0.15
-    localization_share: float = 0.25
+    localization_share: float = 0.5
     prompt_template: str = TINY_PROMPT
     localizer_template: str = TINY_LOCALIZER
     vocab_size: int = 320
@@ -73,7 +73,7 @@ class WarmStartRecipe:
     num_layers: int = 4
     num_heads: int = 2
     intermediate_size: int = 256
-    steps: int = 450
+    steps: int = 800
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 50

@@ -109,7 +109,7 @@ class TrainConfig:
     model: str = ""
     warmstart: WarmStartRecipe = field(default_factory=WarmStartRecipe)
     actors: int = 1
-    max_minutes: float | None = 9.0
+    max_minutes: float | None = 8.0
     threads: int | None = None
     heldout: HeldoutSettings = field(default_factory=HeldoutSettings)
     plots: bool = True
