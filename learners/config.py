@@ -191,7 +191,6 @@ class LearnerConfig:
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
 
-
     def curve(self) -> CurveServer | None:
         """The CURVE keys of the learner's socket, if set."""
         if self.curve_secret is None or self.curve_authorized is None:
