@@ -182,9 +182,11 @@ def test_shared_prefix_training_matches_naive_training(tiny_model_dir):
         losses.append([trainer.step(episodes)["actor/pg_loss"] for _ in range(2)])
         states.append(trainer.engine.adapter_state())
     assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-6)
-    # Adam divides by sqrt(v): float rounding of tiny gradients moves weights by up to ~lr/1000
+    # Adam divides by sqrt(v): where a gradient is within float rounding of zero, its update
+    # can differ by up to lr, so the check is on the bulk of the weights and a bound per weight
     for name, value in states[0].items():
-        assert torch.allclose(value, states[1][name], atol=1e-4), name
+        diff = (value - states[1][name]).abs()
+        assert diff.max() < 1e-3 and diff.mean() < 1e-5, (name, diff.max(), diff.mean())
 
 
 def test_micro_batches_are_padded_to_the_same_count_on_every_rank():
@@ -266,6 +268,7 @@ def test_staleness_rule_skips_or_keeps_and_counts():
         "staleness/reweighted": 0.0,
         "staleness/lag/max": 3.0,
         "learner/rejected_episodes": 1.0,
+        "learner/episodes/actor-0": 5.0,
     }
     assert skip.consumed == {"actor-0": 5}
     source.put(("a", stale))

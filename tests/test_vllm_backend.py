@@ -118,6 +118,7 @@ def test_default_options_hold_max_lag_plus_one_adapters_and_cpu_settings():
         "logprobs_mode": "processed_logprobs",
         "enforce_eager": True,
         "block_size": 32,
+        "enable_chunked_prefill": False,  # vLLM's CPU sampler rejects seeded chunked requests
     }
     assert "block_size" not in default_options(lora_rank=4, max_lag=0, cpu=False)
     with pytest.raises(ValueError, match="^max_lag must be >= 0, got -1$"):
