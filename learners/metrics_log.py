@@ -1,31 +1,6 @@
 """The learner's metrics: one JSON line per step in ``metrics.jsonl``, and TensorBoard.
 
-| name | meaning |
-|---|---|
-| ``actor/pg_loss`` | the policy-gradient loss, mean over the step's mini-batches |
-| ``actor/grad_norm`` | gradient L2 norm before clipping, mean over mini-batches |
-| ``actor/lr`` | learning rate |
-| ``actor/pg_clipfrac`` | share of active tokens whose ratio was clipped (``loss.clip_eps``) |
-| ``actor/is_weight/mean`` | mean truncated importance weight (``loss.is_cap``) |
-| ``perf/total_num_tokens`` | tokens of the step's rollouts (prompt, prefix and sampled) |
-| ``perf/rollouts`` | rollouts (samples) in the step's episodes |
-| ``perf/throughput`` | ``perf/total_num_tokens`` per second of ``timing_s/step`` per rank |
-| ``timing_s/update_actor`` | forward, backward and optimiser steps |
-| ``timing_s/update_weights`` | gathering, saving and publishing the adapter |
-| ``timing_s/step`` | the whole step, waiting for episodes included |
-| ``response_length/mean`` | sampled tokens per rollout (a reset rollout: its suffix) |
-| ``critic/score/mean`` | reward of base-group rollouts (and the other ``reset/`` metrics) |
-| ``signal/base_mean`` | mean over base rollouts with ``A_i != 0`` of ``mean_t g_it`` |
-| ``signal/reset_mean`` | the same over reset rollouts |
-| ``signal/reset_to_base`` | ``signal/reset_mean / signal/base_mean`` (paper App. 14) |
-| ``staleness/skipped`` | episodes dropped as older than ``max_lag`` versions, this step |
-| ``staleness/reweighted`` | stale episodes kept with truncated importance weights |
-| ``staleness/lag/max`` | largest version lag among the step's episodes |
-| ``learner/version`` | adapter version published at the end of the step |
-| ``learner/episodes/<actor>`` | episodes the step took from each actor |
-
-``g_it = (|A_i| / T_i)(1 - pi(y_it))`` is the size of the loss gradient on the sampled token's
-logit; the signal means are over the whole step rather than per prompt as in the paper.
+Every name it logs, and what it means, is in ``docs/metrics.md`` ("Learner").
 """
 
 from __future__ import annotations
