@@ -1,9 +1,13 @@
 """The actor loop: many episodes in flight, each sent the moment it is finished.
 
-There is no batch barrier: every episode is its own task (whose reset group starts as soon
-as its seed and ``h*`` are known), and a new episode starts whenever one finishes. The actor
-stops starting episodes while its adapter is more than ``max_lag`` versions behind the
+By default there is no batch barrier: every episode is its own task (whose reset group starts
+as soon as its seed and ``h*`` are known), and a new episode starts whenever one finishes. The
+actor stops starting episodes while its adapter is more than ``max_lag`` versions behind the
 learner's latest notice, and resumes once it has loaded a newer one.
+
+With ``batch_barrier`` the actor is the synchronous baseline instead: it builds ``in_flight``
+episodes with one adapter, waits for all of them, then waits for a newer adapter before it
+starts the next batch, so generation and training never overlap.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class Actor:
         max_lag: Most versions the actor's adapter may trail the learner's latest.
         adapter_root: Where inline adapters are written.
         seed: Base seed; episode ``k`` uses ``seed + k``.
+        batch_barrier: Build episodes in batches of ``in_flight``, each with an adapter
+            newer than the last batch's (the learner must step on exactly those episodes).
     """
 
     def __init__(
@@ -66,9 +72,11 @@ class Actor:
         max_lag: int = 1,
         adapter_root: Path | None = None,
         seed: int = 0,
+        batch_barrier: bool = False,
     ) -> None:
         self.builder, self.sender, self.problem_ids = builder, sender, problem_ids
         self.in_flight, self.max_lag, self.seed = in_flight, max_lag, seed
+        self.batch_barrier = batch_barrier
         self.adapter_root = adapter_root or Path.cwd()
         self.backend: LoadsAdapters = builder.backend  # type: ignore[assignment]
         self.started = self.sent = 0
@@ -76,6 +84,9 @@ class Actor:
 
     async def run(self, max_episodes: int | None = None) -> None:
         """Stream episodes until ``max_episodes`` were sent (forever when ``None``)."""
+        if self.batch_barrier:
+            await self._run_in_batches(max_episodes)
+            return
         watcher = asyncio.create_task(self._follow_notices())
         running: set[asyncio.Task[None]] = set()
         try:
@@ -94,6 +105,27 @@ class Actor:
             watcher.cancel()
             for task in running:
                 task.cancel()
+
+    async def _run_in_batches(self, max_episodes: int | None) -> None:
+        watcher = asyncio.create_task(self._follow_notices())
+        try:
+            while max_episodes is None or self.started < max_episodes:
+                size = self.in_flight
+                if max_episodes is not None:
+                    size = min(size, max_episodes - self.started)
+                version = self.backend.policy_version
+                first, self.started = self.started, self.started + size
+                ids = [next(self.problem_ids) for _ in range(size)]
+                await asyncio.gather(*(self._episode(p, first + k) for k, p in enumerate(ids)))
+                if max_episodes is None or self.started < max_episodes:
+                    await self._wait_for_newer(version)
+        finally:
+            watcher.cancel()
+
+    async def _wait_for_newer(self, version: int) -> None:
+        while self.backend.policy_version <= version:
+            self._fresh.clear()
+            await self._fresh.wait()
 
     def lag(self) -> int:
         """Versions between the learner's latest notice and the loaded adapter."""

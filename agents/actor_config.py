@@ -70,6 +70,10 @@ class ActorConfig:
         in_flight: Episodes built concurrently.
         max_lag: Most versions the loaded adapter may trail the learner's latest before the
             actor stops starting episodes.
+        batch_barrier: Synchronous mode: build ``in_flight`` episodes, wait for all of them
+            and for a newer adapter, then the next batch (generation and training take
+            turns; the learner's ``prompts_per_step`` must be ``in_flight`` times the
+            number of actors).
         seed: Base seed; episode ``k`` samples with ``seed + k``.
         max_episodes: Stop after sending this many episodes (``None``: run until stopped).
         adapter_root: Where adapters sent inline are written (``None``: a temporary folder).
@@ -99,6 +103,7 @@ class ActorConfig:
     num_shards: int = 1
     in_flight: int = 8
     max_lag: int = 1
+    batch_barrier: bool = False
     seed: int = 0
     max_episodes: int | None = None
     adapter_root: Path | None = None

@@ -99,6 +99,15 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
     sender = EpisodeSender(config.learner, name, config.hello_interval, curve=config.curve())
     async with sender:
         logger.info("actor %s connected to %s (shard %d)", name, config.learner, config.shard)
-        actor = Actor(builder, sender, order, config.in_flight, config.max_lag, root, config.seed)
+        actor = Actor(
+            builder,
+            sender,
+            order,
+            config.in_flight,
+            config.max_lag,
+            root,
+            config.seed,
+            config.batch_barrier,
+        )
         await actor.run(config.max_episodes)
         logger.info("actor %s sent %d episodes", name, actor.sent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import queue
 
 import pytest
 from scripted_arith import NoisySolver, make_env_factory
@@ -25,7 +26,9 @@ def notice(version: int, weights: bytes = b"weights", sha: str | None = None) ->
     return AdapterNotice(version, sha or hashlib.sha256(weights).hexdigest(), None, files)
 
 
-def run_actor(tokenizer, tmp_path, receiver, episodes, max_lag=1, before=None):
+def run_actor(
+    tokenizer, tmp_path, receiver, episodes, max_lag=1, before=None, barrier=False, collect=None
+):
     backend = ScriptedBackend(tokenizer, NoisySolver(TASK, 0.3))
     builder = EpisodeBuilder(
         TASK, backend, make_env_factory(TASK, tokenizer), episode_config("rrpo")
@@ -42,13 +45,14 @@ def run_actor(tokenizer, tmp_path, receiver, episodes, max_lag=1, before=None):
                 in_flight=4,
                 max_lag=max_lag,
                 adapter_root=tmp_path,
+                batch_barrier=barrier,
             )
 
-            def collect():
+            def collect_all():
                 return [receiver.get(timeout=20) for _ in range(episodes)]
 
             _, got = await asyncio.gather(
-                actor.run(max_episodes=episodes), asyncio.to_thread(collect)
+                actor.run(max_episodes=episodes), asyncio.to_thread(collect or collect_all)
             )
             return actor, got
 
@@ -81,6 +85,24 @@ def test_stale_actor_waits_for_the_adapter_then_samples_with_it(tokenizer, tmp_p
     assert backend.policy_version == 2
     assert len(backend.loaded) == 1
     assert all(e.policy_versions == (2,) for _, e in got)
+
+
+def test_with_a_batch_barrier_each_batch_waits_for_a_newer_adapter(tokenizer, tmp_path):
+    with EpisodeReceiver(window=8) as receiver:
+
+        def learner():
+            first = [receiver.get(timeout=20) for _ in range(4)]
+            with pytest.raises(queue.Empty):
+                receiver.get(timeout=1.0)  # nothing more until a new version is out
+            receiver.publish(notice(1))
+            return first + [receiver.get(timeout=20) for _ in range(4)]
+
+        backend, actor, got = run_actor(
+            tokenizer, tmp_path, receiver, 8, max_lag=0, barrier=True, collect=learner
+        )
+    assert all(e.policy_versions in ((), (0,)) for _, e in got[:4])
+    assert all(e.policy_versions == (1,) for _, e in got[4:])
+    assert actor.sent == 8
 
 
 def test_a_corrupt_adapter_is_refused_and_the_old_one_kept(tokenizer, tmp_path, caplog):

@@ -94,6 +94,11 @@ def test_a_resolved_config_loads_back(tmp_path, capsys):
         ),
         (["train", "actors=0"], "thoughtmdp train: actors: expected 1 or more, got 0"),
         (
+            ["train", "actor.batch_barrier=true", "actors=2"],
+            "thoughtmdp train: actor.batch_barrier: actors x actor.in_flight (32) must equal "
+            "learner.prompts_per_step (16)",
+        ),
+        (
             ["train", "-c", "paper/srpo-numinamath-qwen2.5"],
             "thoughtmdp train: no config file 'paper/srpo-numinamath-qwen2.5' and no shipped "
             "config of that name. Did you mean 'paper/srpo-numinamath-qwen2.5-14b'?",

@@ -123,6 +123,13 @@ class TrainConfig:
             raise ConfigError(f"max_minutes: expected a positive number, got {self.max_minutes}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads: expected 1 or more, got {self.threads}")
+        batch = self.actors * self.actor.in_flight
+        if self.actor.batch_barrier and batch != self.learner.prompts_per_step:
+            raise ConfigError(
+                f"actor.batch_barrier: actors x actor.in_flight ({batch}) must equal "
+                f"learner.prompts_per_step ({self.learner.prompts_per_step}), or the "
+                "learner waits for episodes the actors only start after its step"
+            )
 
     @property
     def embedded(self) -> bool:
