@@ -2,8 +2,8 @@
 
 ``episodes.jsonl`` has one line per episode a step used: its groups (kind, ``h*``, rewards,
 advantages, sampled tokens) and its reset records (``H_s``, ``h*``, the oracle's step, the
-localiser's parse status and fallback, whether the kept prefix was clean, the rewards of the
-reset group). The run's reset statistics and plots are drawn from it.
+localiser's answer, its parse status and fallback, whether the kept prefix was clean, the
+rewards of the reset group). The run's reset statistics and plots are drawn from it.
 
 ``signal_maps.jsonl`` has, every few steps, the per-thought gradient signal of one episode
 (paper Fig. 3, right): for every rollout and thought, the mean over the thought's tokens of
@@ -67,6 +67,7 @@ def _reset_record(record: ResetRecord) -> dict[str, Any]:
         "reset_index": decision.reset_index,
         "oracle_index": record.oracle_index,
         "parse_status": decision.parse_status,
+        "answer": decision.raw_text,
         "fallback": decision.fallback,
         "clean": is_clean_prefix(record),
         "seconds": record.seconds,
