@@ -64,7 +64,7 @@ class WarmStartRecipe:
     num_steps: int = 3
     operators: str = "+-"
     operand_range: tuple[int, int] = (1, 9)
-    error_rate: float = 0.15
+    error_rate: float = 0.3
     localization_share: float = 0.5
     prompt_template: str = TINY_PROMPT
     localizer_template: str = TINY_LOCALIZER
