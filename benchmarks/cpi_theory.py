@@ -44,7 +44,12 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 SUCCESS = 0.9
 """Share of iterations that must reach half of the exact-advantage improvement."""
-PREDICTED = {"samples_rr": -2.0, "samples_caro": 0.0, "improvement_rr": 2.0, "improvement_caro": 1.0}
+PREDICTED = {
+    "samples_rr": -2.0,
+    "samples_caro": 0.0,
+    "improvement_rr": 2.0,
+    "improvement_caro": 1.0,
+}
 """Theorem 1's log-log slopes in ``p``: samples needed and improvement per iteration."""
 
 
@@ -93,14 +98,15 @@ class Simulator:
         self.base[..., 0] = 1.0
 
     def value(self, policy: np.ndarray) -> np.ndarray:
-        """Exact ``J`` of each policy in a batch ``(trials, H, 2, Y)``: states do not depend on
-        actions, so ``J`` is the sum over steps of the expected reward."""
+        """Exact ``J`` of each policy in a batch ``(trials, H, 2, Y)``.
+
+        States do not depend on actions, so ``J`` is the sum over steps of the expected reward.
+        """
         per_state = (policy * self.reward).sum(-1)  # (trials, H, 2)
         return (per_state * self.state_prob).sum((-1, -2))
 
     def iterate(self, samples: int, credit: bool, trials: int) -> np.ndarray:
-        """``J(pi_alpha) - J(pi)`` of ``trials`` independent iterations with ``samples``
-        Q-rollouts each."""
+        """``J(pi_alpha) - J(pi)`` of ``trials`` iterations of ``samples`` Q-rollouts each."""
         h, y = self.f.horizon, self.f.actions
         cell_prob = np.ones((h, 2, y)) / (h * y)
         cell_prob *= np.array([1.0, 0.0])[:, None] if credit else self.state_prob[:, None]
@@ -132,8 +138,11 @@ class Simulator:
 
 
 def samples_needed(sim: Simulator, credit: bool, budget: Budget) -> float | None:
-    """Fewest Q-rollouts on the grid at which ``SUCCESS`` of the iterations reach half of the
-    exact-advantage improvement; ``None`` if none up to ``budget.max_samples`` does."""
+    """Fewest Q-rollouts on the grid with which ``SUCCESS`` of the iterations reach half of it.
+
+    Half, that is, of the exact-advantage improvement; ``None`` if no sample size up to
+    ``budget.max_samples`` does.
+    """
     target = 0.5 * sim.exact_improvement(credit)
     grid = np.logspace(1, np.log10(budget.max_samples), _grid_size(budget))
     for n in np.unique(grid.astype(np.int64)):
