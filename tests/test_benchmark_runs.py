@@ -1,0 +1,88 @@
+"""The learning and throughput benchmarks in --quick mode, on a tiny warm start, end to end.
+
+Real ``thoughtmdp train`` runs (processes, sockets, the transformers backend); the tests check
+that every figure the results table needs is measured and written, not the figures themselves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+SMALL = [
+    "warmstart.steps=30",
+    "warmstart.eval_problems=16",
+    "actor.backend=transformers",
+    "actor.in_flight=4",
+    "learner.prompts_per_step=4",
+    "learner.prompts_per_minibatch=4",
+    "learner.checkpoint_every=0",
+]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("THOUGHTMDP_CACHE")
+    os.environ["THOUGHTMDP_CACHE"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["THOUGHTMDP_CACHE"]
+    else:
+        os.environ["THOUGHTMDP_CACHE"] = old
+
+
+def settings() -> list[str]:
+    return [arg for s in SMALL for arg in ("--set", s)]
+
+
+@pytest.mark.slow
+def test_learning_quick_writes_curves_and_the_comparison(cache, tmp_path):
+    learning = load("learning")
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--quick", "--methods", "grpo", "srpo", "--steps", "2", *settings()]
+    learning.main([*argv, "--out", str(out), "--runs", str(runs)])
+    report = json.loads((out / "learning.json").read_text())
+    assert set(report["methods"]) == {"grpo", "srpo"}
+    for name in ("grpo", "srpo"):
+        curve = report["runs"][name][0]["curve"]
+        assert [p["version"] for p in curve] == [0, 1, 2]
+        assert curve[0]["samples"] == 0 and curve[-1]["samples"] > curve[1]["samples"] > 0
+    assert report["runs"]["grpo"][0]["curve"][-1]["samples"] == 2 * 4 * 8
+    assert "exact_match_rate" in report["methods"]["srpo"]["resets"]
+    assert "grpo_final" in report["comparison"]
+    assert "| srpo |" in (out / "learning.md").read_text()
+    assert (out / "learning.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_throughput_quick_measures_ratios_and_the_synchronous_baseline(cache, tmp_path):
+    throughput = load("throughput")
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    throughput.main(["--quick", *settings(), "--out", str(out), "--runs", str(runs)])
+    report = json.loads((out / "throughput.json").read_text())
+    assert set(report["runs"]) == {"grpo", "srpo", "srpo-sync"}
+    assert report["runs"]["grpo"]["localizations_per_step"] == 0
+    assert report["runs"]["srpo"]["localizations_per_step"] > 0
+    assert report["runs"]["srpo"]["localizer_tokens_per_step"] > 0
+    for ratio in ("step_ratio", "token_ratio", "async_speedup"):
+        assert report["comparison"][ratio] > 0
+    # The synchronous actor never runs ahead: every episode of step k was sampled with the
+    # adapter of step k - 1.
+    episodes = [json.loads(line) for line in (runs / "srpo-sync" / "episodes.jsonl").open()]
+    assert all(set(e["versions"]) <= {e["step"] - 1} for e in episodes)
+    assert "| srpo-sync |" in (out / "throughput.md").read_text()
