@@ -48,7 +48,9 @@ def embedded_actor() -> ActorConfig:
     return ActorConfig(
         max_thoughts=6,  # chains have 3 steps; a cap twice that ends rambling early
         max_total_tokens=256,
-        sampling=SamplingSettings(temperature=1.0, top_p=1.0, max_tokens=24),
+        # Sampling near the greedy policy puts the failures (and so the resets) on the
+        # mistakes greedy decoding makes; at 1.0 most failures are the traces' injected slips.
+        sampling=SamplingSettings(temperature=0.6, top_p=1.0, max_tokens=24),
         in_flight=16,  # one step of episodes: actors stay 2-3 versions behind, not more
         max_batch_size=128,
     )
