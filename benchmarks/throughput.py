@@ -34,7 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from thoughtmdp.run_files import (
+    CONFIG_FILE,
     EPISODES_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
@@ -274,8 +277,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     folders = {name: train(name, steps, heldout, args.runs, args.set) for name in RUNS}
     from transformers import AutoTokenizer
 
-    model = json.loads((folders["srpo"] / SUMMARY_FILE).read_text())["model"]
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    config = yaml.safe_load((folders["srpo"] / CONFIG_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(config["learner"]["model"])
     runs = {name: measure_run(folder, tokenizer) for name, folder in folders.items()}
     report = {
         "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])]),
