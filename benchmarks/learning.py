@@ -140,7 +140,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     resets = {
         key: statistics.fmean(values)
         for key in RESET_KEYS
-        if (values := [r["resets"][key] for r in runs if key in r["resets"]])
+        if (values := [r["resets"][key] for r in runs if key in r["resets"] and r["localizations"]])
     }
     return {
         "final_mean": statistics.fmean(finals),
