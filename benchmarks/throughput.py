@@ -18,7 +18,7 @@ time split of a step. The learner's, the sandbox's and the generation benchmarks
 
 Usage: ``python benchmarks/throughput.py --quick`` (a few steps) or without ``--quick``
 (40 steps a run; about 15 minutes on 2 cores). ``--set KEY=VALUE`` passes settings to every
-run. Writes ``throughput.{json,md}`` under ``--out`` (default ``benchmarks/results``).
+run. Writes ``throughput.{json,md,png}`` under ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{ratios['async_speedup']:.2f}x | >= {GOALS['async_speedup']:.0f}x at equal reward |",
     ]
     lines += [f"| {k.replace('_', ' ')} | {v:,.4g} | |" for k, v in other.items()]
-    lines += ["", *verdicts(report), ""]
+    lines += ["", *verdicts(report), "", "![time split](throughput.png)", ""]
     return "\n".join(lines)
 
 
@@ -256,6 +256,28 @@ def verdicts(report: dict[str, Any]) -> list[str]:
 
 def _met(ok: bool) -> str:
     return "met" if ok else "missed"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Each run's step as stacked bars: waiting for episodes, update, weight sync."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["runs"])
+    parts = (("wait_s", "waiting for episodes"), ("update_s", "update"), ("weight_sync_s", "sync"))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bottom = [0.0] * len(names)
+    for key, label in parts:
+        values = [report["runs"][n][key] for n in names]
+        ax.bar(names, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("learner seconds per step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -292,6 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "throughput.md").write_text(markdown(report))
+    plot(report, args.out / "throughput.png")
     print(markdown(report))
     return report
 

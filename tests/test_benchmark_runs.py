@@ -86,3 +86,4 @@ def test_throughput_quick_measures_ratios_and_the_synchronous_baseline(cache, tm
     episodes = [json.loads(line) for line in (runs / "srpo-sync" / "episodes.jsonl").open()]
     assert all(set(e["versions"]) <= {e["step"] - 1} for e in episodes)
     assert "| srpo-sync |" in (out / "throughput.md").read_text()
+    assert (out / "throughput.png").stat().st_size > 10_000
