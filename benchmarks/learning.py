@@ -22,13 +22,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from train_runs import train_once
 
 from thoughtmdp.run_files import SUMMARY_FILE, read_heldout, read_jsonl, step_axes
 
@@ -65,12 +65,8 @@ FULL = Budget(seeds=3, steps=60, heldout=400, versions=5)
 
 
 def train(method: str, seed: int, budget: Budget, runs: Path, extra: list[str]) -> Path:
-    """One ``thoughtmdp train`` run (reused when its summary is already there)."""
-    run_dir = runs / f"{method}-seed{seed}"
-    if (run_dir / SUMMARY_FILE).exists():
-        return run_dir
-    argv = [
-        f"run_dir={run_dir}",
+    """One ``thoughtmdp train`` run (a finished one with the same settings is reused)."""
+    settings = [
         f"actor.presets={METHODS[method]}",
         f"actor.seed={1000 * seed}",
         f"learner.seed={seed}",
@@ -81,18 +77,7 @@ def train(method: str, seed: int, budget: Budget, runs: Path, extra: list[str]) 
         "plots=false",
         *extra,
     ]
-    log = runs / f"{method}-seed{seed}.log"
-    runs.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "thoughtmdp.cli", "train", *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "120"},
-        )
-    if done.returncode:
-        raise RuntimeError(f"{method} seed {seed} failed; see {log}")
-    return run_dir
+    return train_once(runs / f"{method}-seed{seed}", settings)
 
 
 def curve(run_dir: Path) -> list[dict[str, float]]:

@@ -28,19 +28,18 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from train_runs import train_once
 
 from thoughtmdp.run_files import (
     CONFIG_FILE,
     EPISODES_FILE,
     METRICS_FILE,
-    SUMMARY_FILE,
     read_heldout,
     read_jsonl,
 )
@@ -58,12 +57,8 @@ PAPER = {"step_ratio": 1.51, "token_ratio": 1.08}
 
 
 def train(name: str, steps: int, heldout: int, runs: Path, extra: list[str]) -> Path:
-    """One ``thoughtmdp train`` run (reused when its summary is already there)."""
-    run_dir = runs / name
-    if (run_dir / SUMMARY_FILE).exists():
-        return run_dir
-    argv = [
-        f"run_dir={run_dir}",
+    """One ``thoughtmdp train`` run (a finished one with the same settings is reused)."""
+    settings = [
         *RUNS[name],
         f"learner.max_steps={steps}",
         "max_minutes=null",
@@ -72,18 +67,7 @@ def train(name: str, steps: int, heldout: int, runs: Path, extra: list[str]) -> 
         "plots=false",
         *extra,
     ]
-    runs.mkdir(parents=True, exist_ok=True)
-    log = runs / f"{name}.log"
-    with log.open("w") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "thoughtmdp.cli", "train", *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "120"},
-        )
-    if done.returncode:
-        raise RuntimeError(f"run {name} failed; see {log}")
-    return run_dir
+    return train_once(runs / name, settings)
 
 
 def measure_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:

@@ -27,6 +27,8 @@ SMALL = [
 
 
 def load(name: str):
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its helpers import
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up
@@ -48,6 +50,23 @@ def cache(tmp_path_factory):
 
 def settings() -> list[str]:
     return [arg for s in SMALL for arg in ("--set", s)]
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    train_runs = load("train_runs")
+    run_dir = tmp_path / "grpo-seed0"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text("{}")
+    (run_dir / train_runs.ARGS_FILE).write_text(json.dumps(["learner.max_steps=60"]))
+    assert train_runs.train_once(run_dir, ["learner.max_steps=60"]) == run_dir
+    with pytest.raises(RuntimeError, match="holds a run with other settings"):
+        train_runs.train_once(run_dir, ["learner.max_steps=3"])
+
+
+def test_a_failed_run_names_its_log(tmp_path):
+    train_runs = load("train_runs")
+    with pytest.raises(RuntimeError, match=r"see .*bad\.log"):
+        train_runs.train_once(tmp_path / "bad", ["learner.no_such_key=1"])
 
 
 @pytest.mark.slow

@@ -1,0 +1,49 @@
+"""``thoughtmdp train`` runs for the benchmarks, each done once and reused only if unchanged.
+
+A finished run folder (it has ``summary.json``) is reused, so an interrupted benchmark resumes
+where it stopped; the settings it ran with are kept beside it (``benchmark_args.json``), and a
+folder that ran with other settings is an error rather than a silent mix of budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from thoughtmdp.run_files import SUMMARY_FILE
+
+ARGS_FILE = "benchmark_args.json"
+
+
+def train_once(run_dir: Path, settings: list[str]) -> Path:
+    """Run ``thoughtmdp train run_dir=RUN_DIR SETTINGS...`` unless it already ran.
+
+    Raises:
+        RuntimeError: If the run failed (its log is named), or if ``run_dir`` holds a finished
+            run with other settings.
+    """
+    recorded = run_dir / ARGS_FILE
+    if (run_dir / SUMMARY_FILE).exists():
+        before = json.loads(recorded.read_text()) if recorded.exists() else None
+        if before != settings:
+            raise RuntimeError(
+                f"{run_dir} holds a run with other settings ({before}); remove it or pass "
+                "another --runs folder"
+            )
+        return run_dir
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "thoughtmdp.cli", "train", f"run_dir={run_dir}", *settings],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "120"},
+        )
+    if done.returncode:
+        raise RuntimeError(f"thoughtmdp train failed for {run_dir}; see {log}")
+    recorded.write_text(json.dumps(settings) + "\n")
+    return run_dir
