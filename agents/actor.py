@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,16 @@ class Actor:
 
     async def run(self, max_episodes: int | None = None) -> None:
         """Stream episodes until ``max_episodes`` were sent (forever when ``None``)."""
-        if self.batch_barrier:
-            await self._run_in_batches(max_episodes)
-            return
         watcher = asyncio.create_task(self._follow_notices())
+        try:
+            if self.batch_barrier:
+                await self._in_batches(max_episodes)
+            else:
+                await self._streaming(max_episodes)
+        finally:
+            watcher.cancel()
+
+    async def _streaming(self, max_episodes: int | None) -> None:
         running: set[asyncio.Task[None]] = set()
         try:
             while max_episodes is None or self.started < max_episodes:
@@ -95,35 +102,34 @@ class Actor:
                     done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         task.result()  # an episode that failed is a bug: surface it
-                await self._wait_until_fresh()
+                await self._wait_until(lambda: self.lag() <= self.max_lag)
                 running.add(
                     asyncio.create_task(self._episode(next(self.problem_ids), self.started))
                 )
                 self.started += 1
             await asyncio.gather(*running)
         finally:
-            watcher.cancel()
             for task in running:
                 task.cancel()
 
-    async def _run_in_batches(self, max_episodes: int | None) -> None:
-        watcher = asyncio.create_task(self._follow_notices())
-        try:
-            while max_episodes is None or self.started < max_episodes:
-                size = self.in_flight
-                if max_episodes is not None:
-                    size = min(size, max_episodes - self.started)
-                version = self.backend.policy_version
-                first, self.started = self.started, self.started + size
-                ids = [next(self.problem_ids) for _ in range(size)]
-                await asyncio.gather(*(self._episode(p, first + k) for k, p in enumerate(ids)))
-                if max_episodes is None or self.started < max_episodes:
-                    await self._wait_for_newer(version)
-        finally:
-            watcher.cancel()
+    async def _in_batches(self, max_episodes: int | None) -> None:
+        while max_episodes is None or self.started < max_episodes:
+            size = self.in_flight
+            if max_episodes is not None:
+                size = min(size, max_episodes - self.started)
+            version = self.backend.policy_version
+            first, self.started = self.started, self.started + size
+            ids = [next(self.problem_ids) for _ in range(size)]
+            await asyncio.gather(*(self._episode(p, first + k) for k, p in enumerate(ids)))
+            if max_episodes is None or self.started < max_episodes:
+                await self._wait_until(partial(self._newer_than, version))
 
-    async def _wait_for_newer(self, version: int) -> None:
-        while self.backend.policy_version <= version:
+    def _newer_than(self, version: int) -> bool:
+        return self.backend.policy_version > version
+
+    async def _wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait, reloading adapters as notices arrive, until ``ready()`` holds."""
+        while not ready():
             self._fresh.clear()
             await self._fresh.wait()
 
@@ -131,11 +137,6 @@ class Actor:
         """Versions between the learner's latest notice and the loaded adapter."""
         latest = self.sender.latest
         return 0 if latest is None else latest.version - self.backend.policy_version
-
-    async def _wait_until_fresh(self) -> None:
-        while self.lag() > self.max_lag:
-            self._fresh.clear()
-            await self._fresh.wait()
 
     async def _episode(self, problem_id: str, index: int) -> None:
         episode = await self.builder.build(problem_id, seed=self.seed + index)
