@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from train_runs import train_once
+from train_runs import add_run_arguments, train_once
 
 from thoughtmdp.run_files import SUMMARY_FILE, read_heldout, read_jsonl, step_axes
 
-RESULTS = Path(__file__).parent / "results"
 METHODS: dict[str, str] = {
     "grpo": "[grpo]",
     "rrpo": "[1x4,rrpo]",
@@ -154,12 +153,10 @@ def compare(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "grpo" in methods:
         target = methods["grpo"]["final_mean"]
-        grpo = samples_to_reach(methods["grpo"]["curve"], target)
         out["grpo_final"] = target
         out["samples_to_grpo_final"] = {
             name: samples_to_reach(m["curve"], target) for name, m in methods.items()
         }
-        out["grpo_samples_at_final"] = grpo
     order = [name for name in ("oracle", "srpo", "rrpo") if name in methods]
     finals = [methods[name]["final_mean"] for name in order]
     out["ordering"] = {"methods": order, "holds": finals == sorted(finals, reverse=True)}
@@ -271,15 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", type=int, help="seeds per method")
     parser.add_argument("--steps", type=int, help="learner steps per run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a `thoughtmdp train` setting for every run",
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--runs", type=Path, default=Path("runs/learning"), help="run folders")
+    add_run_arguments(parser, "runs/learning")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
     budget = Budget(

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from train_runs import train_once
+from train_runs import RESULTS, add_run_arguments, train_once
 
 from thoughtmdp.run_files import (
     CONFIG_FILE,
@@ -44,7 +44,6 @@ from thoughtmdp.run_files import (
     read_jsonl,
 )
 
-RESULTS = Path(__file__).parent / "results"
 RUNS: dict[str, list[str]] = {
     "grpo": ["actor.presets=[grpo]"],
     "srpo": ["actor.presets=[1x4,srpo]"],
@@ -85,6 +84,7 @@ def measure_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
     def per_step(key: str) -> float:
         return sum(s.get(key, 0.0) for s in kept) / n
 
+    update, sync = per_step("timing_s/update_actor"), per_step("timing_s/update_weights")
     episode_s = sum(e["seconds"] or 0.0 for e in mine)
     localize_s = sum(r["seconds"] or 0.0 for e in mine for r in e["resets"])
     heldout = read_heldout(run_dir)
@@ -100,11 +100,9 @@ def measure_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
         "localizer_tokens_per_step": answer_tokens / n,
         "localizations_per_step": len(answers) / n,
         "rollouts_per_step": per_step("perf/rollouts"),
-        "update_s": per_step("timing_s/update_actor"),
-        "weight_sync_s": per_step("timing_s/update_weights"),
-        "wait_s": per_step("timing_s/step")
-        - per_step("timing_s/update_actor")
-        - per_step("timing_s/update_weights"),
+        "update_s": update,
+        "weight_sync_s": sync,
+        "wait_s": per_step("timing_s/step") - update - sync,
         "localize_share_of_episode_time": localize_s / episode_s if episode_s else 0.0,
         "train_reward_last_10": statistics.fmean(
             s["critic/score/mean"] for s in steps[-10:] if "critic/score/mean" in s
@@ -268,15 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps a run")
     parser.add_argument("--steps", type=int, help="learner steps per run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a `thoughtmdp train` setting for every run",
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    parser.add_argument("--runs", type=Path, default=Path("runs/throughput"), help="run folders")
+    add_run_arguments(parser, "runs/throughput")
     args = parser.parse_args(argv)
     steps = args.steps or (4 if args.quick else 40)
     heldout = 32 if args.quick else 400

@@ -7,6 +7,7 @@ folder that ran with other settings is an error rather than a silent mix of budg
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -16,6 +17,20 @@ from pathlib import Path
 from thoughtmdp.run_files import SUMMARY_FILE
 
 ARGS_FILE = "benchmark_args.json"
+RESULTS = Path(__file__).parent / "results"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, runs: str) -> None:
+    """``--set``, ``--out`` and ``--runs``, shared by the benchmarks that train."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a `thoughtmdp train` setting for every run",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--runs", type=Path, default=Path(runs), help="run folders")
 
 
 def train_once(run_dir: Path, settings: list[str]) -> Path:
