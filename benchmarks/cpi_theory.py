@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -316,8 +317,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     family, budget = Family(), QUICK if args.quick else FULL
     started = time.perf_counter()
     results = run(family, budget, args.seed)
-    import platform
-
     report = {
         "command": " ".join(["python", "benchmarks/cpi_theory.py", *(argv or sys.argv[1:])]),
         "machine": f"{platform.platform()}, {platform.machine()}",
