@@ -16,6 +16,7 @@ from thoughtmdp.settings import ConfigError, to_dict
 from thoughtmdp.transport.security import CurveServer
 
 Aggregation = Literal["seq-mean", "token-mean", "dr-grpo"]
+Schedule = Literal["constant", "linear", "cosine"]
 # Changing these between a checkpoint and its resume would load the wrong weights.
 RESUME_KEYS = ("model", "lora", "dtype")
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -41,10 +42,14 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """AdamW with a constant learning rate.
+    """AdamW and its learning-rate schedule (constant by default, as in the paper).
 
     Attributes:
-        lr: Learning rate (constant, no warm-up).
+        lr: Peak learning rate.
+        schedule: ``constant``, or ``linear``/``cosine`` decay from ``lr`` to
+            ``final_lr_ratio * lr`` at the last step of the run (needs ``max_steps``).
+        warmup_steps: Optimiser steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        final_lr_ratio: Where a decaying schedule ends, as a fraction of ``lr``.
         betas: Adam's (beta1, beta2).
         weight_decay: Decoupled weight decay of the adapter parameters.
         eps: Adam's epsilon.
@@ -52,6 +57,9 @@ class OptimSettings:
     """
 
     lr: float = 5e-5
+    schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    final_lr_ratio: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     eps: float = 1e-8
@@ -187,6 +195,7 @@ class LearnerConfig:
             raise ConfigError("stale=reweight needs loss.is_cap (the truncation C), e.g. 2.0")
         if (self.curve_secret is None) != (self.curve_authorized is None):
             raise ConfigError("set both curve_secret and curve_authorized, or neither")
+        _check_schedule(self)
         stage = self.deepspeed.zero_stage
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
@@ -196,6 +205,18 @@ class LearnerConfig:
         if self.curve_secret is None or self.curve_authorized is None:
             return None
         return CurveServer(self.curve_secret, self.curve_authorized)
+
+
+def _check_schedule(config: LearnerConfig) -> None:
+    optim = config.optim
+    if optim.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps: expected 0 or more, got {optim.warmup_steps}")
+    if not 0.0 <= optim.final_lr_ratio <= 1.0:
+        raise ConfigError(f"optim.final_lr_ratio: expected 0 to 1, got {optim.final_lr_ratio}")
+    if optim.schedule != "constant" and config.max_steps is None:
+        raise ConfigError(
+            f"optim.schedule={optim.schedule} decays over the run: set max_steps as well"
+        )
 
 
 def _check_positive(section: Any, names: tuple[str, ...], prefix: str = "") -> None:

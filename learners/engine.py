@@ -1,7 +1,7 @@
 """Optimiser engines: plain PyTorch AdamW in one process, or DeepSpeed ZeRO over several ranks.
 
 Both offer one interface to the trainer: a forward call, ``backward(loss, boundary)`` for
-each micro-batch, ``step()`` once per mini-batch (clip, AdamW, zero the gradients), the
+each micro-batch, ``step()`` once per mini-batch (clip, AdamW, schedule, zero the gradients), the
 adapter's weights (gathered under ZeRO-3), checkpoint save/load and a sum over ranks.
 """
 
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from thoughtmdp.learners.config import LearnerConfig, OptimSettings, deepspeed_config
 from thoughtmdp.learners.model import adapter_parameters
+from thoughtmdp.learners.schedule import lr_factor, optimizer_steps
 
 
 class Engine(Protocol):
@@ -36,7 +37,7 @@ class Engine(Protocol):
         ...
 
     def step(self) -> float:
-        """Clip, apply AdamW, zero the gradients; returns the norm before clipping."""
+        """Clip, apply AdamW, advance the schedule, zero the gradients; returns the norm before clipping."""
         ...
 
     @property
@@ -72,6 +73,15 @@ def adamw(parameters: list[nn.Parameter], settings: OptimSettings) -> torch.opti
     )
 
 
+def lr_scheduler(
+    optimizer: torch.optim.Optimizer, settings: OptimSettings, total_steps: int | None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule of :mod:`thoughtmdp.learners.schedule`, stepped after each AdamW step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(settings, step, total_steps)
+    )
+
+
 class LocalEngine:
     """One process, plain PyTorch.
 
@@ -79,14 +89,22 @@ class LocalEngine:
         model: The policy (only parameters with ``requires_grad`` train).
         settings: Optimiser settings.
         device: Where to compute.
+        total_steps: Optimiser steps of the whole run, for a decaying schedule.
     """
 
     rank, world_size = 0, 1
 
-    def __init__(self, model: nn.Module, settings: OptimSettings, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: OptimSettings,
+        device: torch.device,
+        total_steps: int | None = None,
+    ) -> None:
         self.model, self.device = model.to(device), device
         self.parameters = adapter_parameters(model)
         self.optimizer = adamw(list(self.parameters.values()), settings)
+        self.scheduler = lr_scheduler(self.optimizer, settings, total_steps)
         self.max_grad_norm = settings.max_grad_norm
 
     def __call__(self, **inputs: Any) -> Any:  # noqa: D102
@@ -99,6 +117,7 @@ class LocalEngine:
         params = list(self.parameters.values())
         norm = torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
@@ -117,6 +136,7 @@ class LocalEngine:
 
         save_file(self.adapter_state(), str(folder / "adapter_state.safetensors"))
         torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
 
     def load(self, folder: Path) -> None:  # noqa: D102
         from safetensors.torch import load_file
@@ -127,6 +147,7 @@ class LocalEngine:
                 parameter.copy_(weights[name])
         state = torch.load(folder / "optimizer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state)
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
 
 
 class DeepSpeedEngine:
@@ -147,8 +168,10 @@ class DeepSpeedEngine:
         self.parameters = adapter_parameters(model)
         params = list(self.parameters.values())
         ds_config = deepspeed_config(config, self.world_size)
+        optimizer = adamw(params, config.optim)
+        scheduler = lr_scheduler(optimizer, config.optim, optimizer_steps(config))
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=adamw(params, config.optim), model_parameters=params,
+            model=model, optimizer=optimizer, model_parameters=params, lr_scheduler=scheduler,
             config=ds_config,
         )  # fmt: skip
         self.model = self.engine.module
@@ -198,4 +221,4 @@ def build_engine(model: nn.Module, config: LearnerConfig, device: torch.device) 
     """DeepSpeed when ``config.deepspeed`` asks for it, else the local engine."""
     if config.deepspeed.enabled:
         return DeepSpeedEngine(model, config, device)
-    return LocalEngine(model, config.optim, device)
+    return LocalEngine(model, config.optim, device, optimizer_steps(config))

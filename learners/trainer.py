@@ -64,7 +64,7 @@ class Trainer:
         Returns:
             Metrics named as in :mod:`thoughtmdp.learners.metrics_log`.
         """
-        start = time.perf_counter()
+        start, lr = time.perf_counter(), self.engine.lr  # the step's first mini-batch's
         totals: dict[str, float] = defaultdict(float)
         chunks = minibatches(episodes, self.config.prompts_per_minibatch)
         for chunk in chunks:
@@ -73,7 +73,7 @@ class Trainer:
                 totals[key] += value
         self.steps += 1
         metrics = _summarise(totals, len(chunks))
-        metrics["actor/lr"] = self.engine.lr
+        metrics["actor/lr"] = lr
         metrics["timing_s/update_actor"] = time.perf_counter() - start
         metrics.update(batch_metrics(episodes, self.pad_id))
         return metrics

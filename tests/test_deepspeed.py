@@ -69,7 +69,8 @@ def settings(model_dir, zero_stage=None, shared_prefix=False):
         "model": str(model_dir),
         "shared_prefix": shared_prefix,
         "lora": {"rank": 4, "alpha": 8},
-        "optim": {"lr": 1e-3},
+        "optim": {"lr": 1e-3, "schedule": "linear", "warmup_steps": 1},  # the lr moves each step
+        "max_steps": 4,
         "prompts_per_step": 4,
         "prompts_per_minibatch": 2,
         "rollouts_per_microbatch": 3,  # several micro-batches per rank and mini-batch

@@ -26,6 +26,7 @@ from thoughtmdp.learners.publish import AdapterPublisher, sha256_of
 from thoughtmdp.learners.shared_prefix import shared_prefix_logprobs
 from thoughtmdp.learners.stream import BatchAssembler
 from thoughtmdp.learners.synthetic import random_episode
+from thoughtmdp.settings import ConfigError
 from thoughtmdp.types import (
     Episode,
     Group,
@@ -233,16 +234,37 @@ def test_published_adapter_loads_with_peft_and_reproduces_the_policy(
     )
 
 
-def test_checkpoint_restores_adapter_optimiser_and_rng(tiny_model_dir, tokenizer, tmp_path):
+def test_linear_schedule_warms_up_then_decays_per_optimiser_step(tiny_model_dir, tokenizer):
+    schedule = OptimSettings(lr=1e-2, schedule="linear", warmup_steps=2, final_lr_ratio=0.2)
+    trainer = build_trainer(
+        config(tiny_model_dir, optim=schedule, max_steps=3, prompts_per_minibatch=1)
+    )  # 3 steps x 2 mini-batches: optimiser steps 0-5, warm-up 0-1, decay 2-5
+    lrs = [trainer.step([hand_episode(tokenizer)] * 2)["actor/lr"] for _ in range(3)]
+    assert lrs == pytest.approx([0.5e-2, 1e-2, 1e-2 * (0.2 + 0.8 / 3)])  # steps 0, 2, 4
+    assert trainer.engine.lr == pytest.approx(0.2e-2)  # reached the floor at the last step
+
+
+def test_a_decaying_schedule_needs_the_run_length():
+    with pytest.raises(ConfigError, match="optim.schedule=cosine.*set max_steps"):
+        LearnerConfig(optim=OptimSettings(schedule="cosine"))
+    with pytest.raises(ConfigError, match="optim.final_lr_ratio"):
+        LearnerConfig(max_steps=2, optim=OptimSettings(schedule="linear", final_lr_ratio=2.0))
+
+
+def test_checkpoint_restores_adapter_optimiser_schedule_and_rng(
+    tiny_model_dir, tokenizer, tmp_path
+):
     episodes = [hand_episode(tokenizer)]
-    first = build_trainer(config(tiny_model_dir))
+    decaying = {"optim": OptimSettings(lr=1e-2, schedule="cosine"), "max_steps": 4}
+    first = build_trainer(config(tiny_model_dir, **decaying))
     first.step(episodes)
     torch.manual_seed(123)
     path = save_checkpoint(tmp_path, 1, first.engine, {"step": 1}, keep=2)
     expected_draw = torch.rand(3)
     assert latest_checkpoint(tmp_path) == path and path.name == "step-00000001"
-    second = build_trainer(config(tiny_model_dir, seed=7))
+    second = build_trainer(config(tiny_model_dir, seed=7, **decaying))
     assert load_checkpoint(path, second.engine) == {"step": 1}
+    assert second.engine.lr == pytest.approx(first.engine.lr) and first.engine.lr < 1e-2
     assert torch.equal(torch.rand(3), expected_draw)
     first.step(episodes)
     second.step(episodes)  # the same Adam moments give the same update
