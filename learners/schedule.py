@@ -38,7 +38,11 @@ def lr_factor(settings: OptimSettings, step: int, total_steps: int | None) -> fl
         raise ValueError(f"optim.schedule={settings.schedule} needs the run's length")
     decay_steps = max(total_steps - warmup - 1, 1)  # the last step runs at the final lr
     progress = min((step - warmup) / decay_steps, 1.0)
-    shape = 1.0 - progress if settings.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    shape = (
+        1.0 - progress
+        if settings.schedule == "linear"
+        else 0.5 * (1 + math.cos(math.pi * progress))
+    )
     final = settings.final_lr_ratio
     return final + (1.0 - final) * shape
 
