@@ -37,7 +37,7 @@ class Engine(Protocol):
         ...
 
     def step(self) -> float:
-        """Clip, apply AdamW, advance the schedule, zero the gradients; returns the norm before clipping."""
+        """Clip, AdamW, advance the schedule, zero the gradients; returns the pre-clip norm."""
         ...
 
     @property

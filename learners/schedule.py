@@ -1,8 +1,8 @@
 """The learning-rate schedule: a multiplier of ``optim.lr`` per optimiser step (no torch here).
 
-``constant`` keeps ``lr`` (the paper's choice). ``linear`` and ``cosine`` warm up linearly over
-``warmup_steps`` and then decay to ``final_lr_ratio * lr``, reached by the run's last optimiser step,
-``max_steps`` learner steps times the mini-batches of a step.
+``constant`` keeps ``lr`` (the paper's choice). ``linear`` and ``cosine`` warm up linearly
+over ``warmup_steps``, then decay to ``final_lr_ratio * lr``, reached at the run's last
+optimiser step (``max_steps`` learner steps times the mini-batches of a step).
 """
 
 from __future__ import annotations
