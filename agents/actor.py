@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from thoughtmdp.agents.backends.adapters import LoadsAdapters, apply_notice
+from thoughtmdp.episodes.builder import EpisodeBuilder
 from thoughtmdp.transport import EpisodeSender
 from thoughtmdp.types import Problem
-
-from .adapters import LoadsAdapters, apply_notice
-from .episodes import EpisodeBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ class Actor:
         self.in_flight, self.max_lag, self.seed = in_flight, max_lag, seed
         self.batch_barrier = batch_barrier
         self.adapter_root = adapter_root or Path.cwd()
-        self.backend: LoadsAdapters = builder.backend  # type: ignore[assignment]
+        self.backend: LoadsAdapters = builder.backend
         self.started = self.sent = 0
         self._fresh = asyncio.Event()
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from train_runs import add_run_arguments, train_once
 
-from thoughtmdp.run_files import SUMMARY_FILE, read_heldout, read_jsonl, step_axes
+from thoughtmdp.runs.files import SUMMARY_FILE, read_heldout, read_jsonl, step_axes
 
 METHODS: dict[str, str] = {
     "grpo": "[grpo]",

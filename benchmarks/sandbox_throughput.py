@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thoughtmdp.envs.code_grading import CodeTest, Verdict
-from thoughtmdp.envs.code_judge import judge
-from thoughtmdp.envs.sandbox import Sandbox, SandboxConfig
+from thoughtmdp.envs.livecodebench.grading import CodeTest, Verdict
+from thoughtmdp.envs.livecodebench.judge import judge
+from thoughtmdp.envs.sandbox.sandbox import Sandbox, SandboxConfig
 
 RESULTS = Path(__file__).parent / "results"
 TARGET = 50.0

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from train_runs import RESULTS, add_run_arguments, train_once
 
-from thoughtmdp.run_files import (
+from thoughtmdp.runs.files import (
     CONFIG_FILE,
     EPISODES_FILE,
     METRICS_FILE,

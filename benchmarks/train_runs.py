@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from thoughtmdp.run_files import SUMMARY_FILE
+from thoughtmdp.runs.files import SUMMARY_FILE
 
 ARGS_FILE = "benchmark_args.json"
 RESULTS = Path(__file__).parent / "results"

@@ -1,6 +1,6 @@
 """vLLM generation: thought-stepped vs one-shot tokens/s, and prefix-cache hits of reset groups.
 
-On one engine (:class:`~thoughtmdp.agents.vllm_backend.VLLMBackend`, ArithChain prompts):
+On one engine (:class:`~thoughtmdp.agents.backends.vllm.VLLMBackend`, ArithChain prompts):
 
 - one-shot: ``chains`` concurrent requests of ``thoughts * tokens_per_thought`` tokens each;
 - thought-stepped: ``chains`` concurrent chains of the same number of tokens, each thought a
@@ -34,10 +34,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from thoughtmdp.agents.vllm_backend import VLLMBackend
+from thoughtmdp.agents.backends.vllm import VLLMBackend
 from thoughtmdp.backend import SamplingParams
 from thoughtmdp.envs.arith_chain import ArithChainTask
-from thoughtmdp.prompts import render_prompt
+from thoughtmdp.mdp.prompts import render_prompt
 
 RESULTS = Path(__file__).parent / "results"
 RATIO_GOAL = 0.9
@@ -232,7 +232,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from thoughtmdp.agents.tiny_model import build_tiny_model
+            from thoughtmdp.agents.warmstart.tiny_model import build_tiny_model
 
             model, args.dtype = str(build_tiny_model(Path(tmp) / "tiny")), "float32"
         backend = VLLMBackend(model, lora_rank=8, engine_options={"dtype": args.dtype})

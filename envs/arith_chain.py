@@ -10,10 +10,10 @@ from typing import overload
 
 import numpy as np
 
-from thoughtmdp.answers import last_boxed
-from thoughtmdp.localization import LOCALIZER_TEMPLATE
-from thoughtmdp.prompts import ROLLOUT_TEMPLATE
-from thoughtmdp.task import VerifiableTask
+from thoughtmdp.episodes.localization import LOCALIZER_TEMPLATE
+from thoughtmdp.mdp.boxed import last_boxed
+from thoughtmdp.mdp.prompts import ROLLOUT_TEMPLATE
+from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.types import Problem, Score, Trajectory
 
 OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}

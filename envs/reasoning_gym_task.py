@@ -6,10 +6,10 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
-from thoughtmdp.answers import last_boxed
 from thoughtmdp.errors import UnknownNameError, require
-from thoughtmdp.prompts import ROLLOUT_TEMPLATE
-from thoughtmdp.task import VerifiableTask
+from thoughtmdp.mdp.boxed import last_boxed
+from thoughtmdp.mdp.prompts import ROLLOUT_TEMPLATE
+from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.types import Problem, Score
 
 TEST_SEED_OFFSET = 1_000_003  # test problems come from a generator seeded apart from train

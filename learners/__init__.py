@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from thoughtmdp.learners.config import (
+from thoughtmdp.settings.learner import (
     DeepSpeedSettings,
     LearnerConfig,
     LoraSettings,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from thoughtmdp.batch import TrainingArrays
+from thoughtmdp.episodes.arrays import TrainingArrays
 from thoughtmdp.types import Episode
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from thoughtmdp.learners.engine import Engine
+from thoughtmdp.learners.model.engine import Engine
 from thoughtmdp.learners.publish import commit_dir
 
 CHECKPOINT_DIR = re.compile(r"^step-(\d{8})$")

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from thoughtmdp.batch import training_arrays
-from thoughtmdp.metrics import is_clean_prefix
-from thoughtmdp.run_files import EPISODES_FILE, SIGNAL_MAPS_FILE
+from thoughtmdp.episodes.arrays import training_arrays
+from thoughtmdp.episodes.metrics import is_clean_prefix
+from thoughtmdp.runs.files import EPISODES_FILE, SIGNAL_MAPS_FILE
 from thoughtmdp.types import Episode, Group, ResetRecord, Trajectory
 
 
@@ -127,7 +127,7 @@ def signal_map(engine: Any, episode: Episode, temperature: float, pad_id: int) -
         ``{"problem_id", "rollouts": [{"kind", "reset_index", "reward", "advantage",
         "thoughts": [{"masked", "signal"}]}]}``.
     """
-    from thoughtmdp.learners.model import token_logprobs
+    from thoughtmdp.learners.model.policy import token_logprobs
 
     arrays = training_arrays([episode], pad_id)
     ids = torch.from_numpy(arrays.input_ids).to(engine.device)  # (B, T)

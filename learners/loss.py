@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from thoughtmdp.learners.config import LossSettings
+from thoughtmdp.settings.learner import LossSettings
 
 
 class Aggregation(Protocol):

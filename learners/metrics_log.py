@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thoughtmdp.run_files import METRICS_FILE, read_jsonl
+from thoughtmdp.runs.files import METRICS_FILE, read_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -21,20 +21,20 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.errors import ConfigError, ThoughtMDPError
 from thoughtmdp.learners.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     remove_partial,
     save_checkpoint,
 )
-from thoughtmdp.learners.config import LearnerConfig, resume_mismatches
 from thoughtmdp.learners.episode_log import EpisodeLog, pick_signal_episode, signal_map
 from thoughtmdp.learners.metrics_log import MetricsLog
 from thoughtmdp.learners.publish import AdapterPublisher
 from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource, StopRequested
 from thoughtmdp.learners.trainer import Trainer, build_trainer
-from thoughtmdp.settings import ConfigError, to_dict
+from thoughtmdp.settings.convert import to_dict
+from thoughtmdp.settings.learner import LearnerConfig, resume_mismatches
 from thoughtmdp.types import Episode
 from thoughtmdp.wire import AdapterNotice
 
@@ -203,7 +203,7 @@ class LearnerLoop:
             except StopRequested:
                 episodes = []  # an empty batch tells the other ranks to stop too
         if engine.world_size > 1:
-            from thoughtmdp.learners.distributed import broadcast_episodes
+            from thoughtmdp.learners.model.distributed import broadcast_episodes
 
             episodes = broadcast_episodes(episodes, engine.device)
         if not episodes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from thoughtmdp.learners.config import LearnerConfig, OptimSettings
+from thoughtmdp.settings.learner import LearnerConfig, OptimSettings
 
 
 def lr_factor(settings: OptimSettings, step: int, total_steps: int | None) -> float:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from thoughtmdp.batch import training_arrays
+from thoughtmdp.episodes.arrays import training_arrays
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.types import Episode
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from thoughtmdp.advantages import group_advantages
+from thoughtmdp.episodes.advantages import group_advantages
 from thoughtmdp.types import (
     Episode,
     Group,

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from thoughtmdp.batch import TrainingArrays, training_arrays
+from thoughtmdp.episodes.arrays import TrainingArrays, training_arrays
+from thoughtmdp.episodes.metrics import episode_metrics
 from thoughtmdp.learners.batching import MicroBatch, minibatches, plan_microbatches, row_kinds
-from thoughtmdp.learners.config import LearnerConfig
-from thoughtmdp.learners.engine import Engine, build_engine
 from thoughtmdp.learners.loss import PolicyLoss, build_loss, gradient_signal
-from thoughtmdp.learners.model import cache_argument, load_policy, token_logprobs
-from thoughtmdp.learners.shared_prefix import shared_prefix_logprobs
-from thoughtmdp.metrics import episode_metrics
+from thoughtmdp.learners.model.engine import Engine, build_engine
+from thoughtmdp.learners.model.policy import cache_argument, load_policy, token_logprobs
+from thoughtmdp.learners.model.shared_prefix import shared_prefix_logprobs
+from thoughtmdp.settings.learner import LearnerConfig
 from thoughtmdp.types import Episode
 
 # Sums reduced over ranks once per mini-batch, in this order.
@@ -197,7 +197,7 @@ def build_trainer(config: LearnerConfig, device: torch.device | None = None) -> 
 
 def _device(config: LearnerConfig) -> torch.device:
     if config.deepspeed.enabled:
-        from thoughtmdp.learners.distributed import init_distributed
+        from thoughtmdp.learners.model.distributed import init_distributed
 
         return init_distributed(config.deepspeed)
     if config.device == "auto":

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+if not Path("/dev/nvidia0").exists():
+    # DeepSpeed probes for an accelerator on first use and prints a warning to stdout, inside
+    # whichever doctest happens to trigger it; naming the CPU up front keeps it quiet.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 class CodePointTokenizer:
@@ -29,6 +37,6 @@ def tokenizer() -> CodePointTokenizer:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2 model and its tokenizer, built once per test session."""
-    from thoughtmdp.agents.tiny_model import build_tiny_model
+    from thoughtmdp.agents.warmstart.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))

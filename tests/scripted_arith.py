@@ -11,7 +11,7 @@ import numpy as np
 from thoughtmdp import ThoughtMDPEnv
 from thoughtmdp.backend import SamplingParams
 from thoughtmdp.envs.arith_chain import ArithChainTask, next_reference_thought
-from thoughtmdp.prompts import THOUGHT_DELIMITER
+from thoughtmdp.mdp.prompts import THOUGHT_DELIMITER
 
 QUESTION = re.compile(r"Q: (\S+)\n")
 

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from thoughtmdp import PrefixState, Thought, ThoughtMDPError, Trajectory
-from thoughtmdp.advantages import group_advantages
-from thoughtmdp.batch import training_arrays
-from thoughtmdp.metrics import episode_metrics, reset_positions
+from thoughtmdp.episodes.advantages import group_advantages
+from thoughtmdp.episodes.arrays import training_arrays
+from thoughtmdp.episodes.metrics import episode_metrics, reset_positions
 from thoughtmdp.types import Episode, Group, ResetDecision, ResetRecord
 
 

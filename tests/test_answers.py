@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from thoughtmdp.envs.answers import (
+from thoughtmdp.envs.math.answer_types import (
     ANSWER_TYPES,
     AnswerVerifier,
     Choice,

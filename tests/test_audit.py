@@ -12,14 +12,14 @@ import pytest
 from scripted_arith import split_context
 
 from thoughtmdp import SamplingParams, ThoughtMDPEnv
-from thoughtmdp.agents.audit import AuditSettings, audit_localization
-from thoughtmdp.agents.audit_report import audit_summary, write_audit
-from thoughtmdp.agents.scripted import ScriptedBackend
+from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.cli import main
 from thoughtmdp.envs.arith_chain import ArithChainTask, next_reference_thought
-from thoughtmdp.envs.qa import QATask
+from thoughtmdp.envs.math.qa import QATask
 from thoughtmdp.errors import StepOracleUnavailable
-from thoughtmdp.stats import wilson_interval
+from thoughtmdp.evaluation.audit import AuditSettings, audit_localization
+from thoughtmdp.evaluation.audit_report import audit_summary, write_audit
+from thoughtmdp.runs.stats import wilson_interval
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 

@@ -11,26 +11,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thoughtmdp.envs.code_grading import (
+from thoughtmdp.envs.livecodebench.grading import (
     ProgramResult,
     TestResult,
     Verdict,
     mean_pass_at_k,
-    pass_at_k,
     return_value_matches,
     stdout_matches,
 )
-from thoughtmdp.envs.code_programs import (
+from thoughtmdp.envs.livecodebench.programs import (
     ENTRY_POINT,
     HEADER_MODULES,
-    Opaque,
-    decode_value,
-    encode_value,
     extract_code,
     import_header,
     prepare_call_program,
     prepare_stdin_program,
 )
+from thoughtmdp.envs.sandbox.values import Opaque, decode_value, encode_value
+from thoughtmdp.runs.stats import pass_at_k
 
 # -- stdin comparison ---------------------------------------------------------------------
 

@@ -153,7 +153,7 @@ def test_load_hf_dataset_error_propagates_with_a_note(monkeypatch: pytest.Monkey
 
 def test_core_modules_import_nothing_heavy() -> None:
     code = (
-        "import sys, thoughtmdp.data, thoughtmdp.isolation, thoughtmdp.envs.math_problems; "
+        "import sys, thoughtmdp.data, thoughtmdp.isolation, thoughtmdp.envs.math.task; "
         "heavy = {'torch', 'transformers', 'vllm', 'pyarrow', 'datasets', 'sympy', 'math_verify'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -34,8 +34,8 @@ WORKER = textwrap.dedent(
     from safetensors.torch import save_file
     from thoughtmdp.learners import build_trainer
     from thoughtmdp.learners.checkpoint import load_checkpoint, save_checkpoint
-    from thoughtmdp.learners.config import LearnerConfig
-    from thoughtmdp.settings import from_dict
+    from thoughtmdp.settings.learner import LearnerConfig
+    from thoughtmdp.settings.convert import from_dict
     from test_deepspeed import batch
 
     config = from_dict(LearnerConfig, json.loads(sys.argv[1]))
@@ -103,8 +103,8 @@ def rank_env(rank, port):
 @pytest.mark.parametrize(("zero_stage", "shared_prefix"), [(2, False), (3, True)])
 def test_two_cpu_ranks_match_one_process(tiny_model_dir, tmp_path, zero_stage, shared_prefix):
     from thoughtmdp.learners import build_trainer
-    from thoughtmdp.learners.config import LearnerConfig
-    from thoughtmdp.settings import from_dict
+    from thoughtmdp.settings.convert import from_dict
+    from thoughtmdp.settings.learner import LearnerConfig
 
     arguments = [json.dumps(settings(tiny_model_dir, zero_stage, shared_prefix)), str(tmp_path)]
     port = free_port()

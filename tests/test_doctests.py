@@ -1,4 +1,4 @@
-"""Run the examples in the docstrings of the core and the tasks."""
+"""Run the examples in the docstrings of every module, subpackages and satellites included."""
 
 from __future__ import annotations
 
@@ -8,14 +8,27 @@ import pkgutil
 
 import pytest
 
-import thoughtmdp
-import thoughtmdp.envs
+PACKAGES = ("thoughtmdp", "thoughtmdp.envs", "thoughtmdp.agents", "thoughtmdp.learners")
 
 
 def modules():
-    for package in (thoughtmdp, thoughtmdp.envs):
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-            yield info.name
+    # the mapped folders are not below thoughtmdp/ on disk, so each is walked on its own
+    for package in PACKAGES:
+        path = importlib.import_module(package).__path__
+        yield package
+        yield from (info.name for info in pkgutil.walk_packages(path, package + "."))
+
+
+def test_the_walk_reaches_subpackages_and_satellites():
+    names = set(modules())
+    assert len(names) == len(list(modules()))
+    for name in (
+        "thoughtmdp.transport.security",
+        "thoughtmdp.learners.schedule",
+        "thoughtmdp.envs.sandbox.values",
+        "thoughtmdp.agents.backends.scripted",
+    ):
+        assert name in names
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

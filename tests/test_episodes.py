@@ -9,12 +9,12 @@ import pytest
 from scripted_arith import NoisySolver, OutcomeScript, make_env_factory, tag
 
 from thoughtmdp import StepOracleUnavailable, ThoughtMDPError
-from thoughtmdp.agents.episodes import EpisodeBuilder
-from thoughtmdp.agents.scripted import ScriptedBackend
-from thoughtmdp.batch import training_arrays
-from thoughtmdp.config import PRESETS, episode_config
+from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.envs.arith_chain import ArithChainTask
-from thoughtmdp.reset_policies import ResetPolicy
+from thoughtmdp.episodes.arrays import training_arrays
+from thoughtmdp.episodes.builder import EpisodeBuilder
+from thoughtmdp.episodes.presets import PRESETS, episode_config
+from thoughtmdp.episodes.reset_policies import ResetPolicy
 from thoughtmdp.types import ResetDecision
 
 MARK = 999_999  # a token id no re-tokenisation of text produces

@@ -15,12 +15,12 @@ from thoughtmdp import (
     training_arrays,
 )
 from thoughtmdp.envs.arith_chain import ArithChainTask
-from thoughtmdp.reset_policies import SelfLocalization
+from thoughtmdp.episodes.reset_policies import SelfLocalization
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
-    from thoughtmdp.agents.transformers_backend import TransformersBackend
+    from thoughtmdp.agents.backends.transformers import TransformersBackend
 
     backend = TransformersBackend(tiny_model_dir)
     yield backend
@@ -29,7 +29,7 @@ def backend(tiny_model_dir):
 
 @pytest.mark.parametrize("preset", ["grpo", "1x4", "2x4", "1x8"])
 def test_presets_build_episodes_with_a_real_model(backend, preset):
-    from thoughtmdp.agents.episodes import EpisodeBuilder
+    from thoughtmdp.episodes.builder import EpisodeBuilder
 
     task = ArithChainTask(num_steps=2, size=20, test_size=5)
     tokenizer = backend.tokenizer

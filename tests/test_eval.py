@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from thoughtmdp.agents.eval_records import ItemRecord, RecordStore, ResumeMismatch
-from thoughtmdp.agents.eval_report import Cell, build_report, run_value, to_csv, to_markdown
-from thoughtmdp.agents.evaluation import EvalResult, EvalSettings, Method, Run, evaluate
-from thoughtmdp.agents.scripted import ScriptedBackend
+from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.cli import main
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.eval_suite import (
+from thoughtmdp.evaluation.engine import EvalResult, EvalSettings, Method, Run, evaluate
+from thoughtmdp.evaluation.records import ItemRecord, RecordStore, ResumeMismatch
+from thoughtmdp.evaluation.report import Cell, build_report, run_value, to_csv, to_markdown
+from thoughtmdp.evaluation.suite import (
     Suite,
     SuiteError,
     load_suite,
@@ -254,7 +254,7 @@ def test_eval_command_checks_arguments_before_loading_a_model(tmp_path, capsys):
 
 
 def test_adapter_rows_are_named_and_checked(tmp_path):
-    from thoughtmdp.agents.eval_command import parse_methods
+    from thoughtmdp.commands.eval import parse_methods
 
     for name in ("s0", "s42", "grpo_s0"):
         (tmp_path / name).mkdir()

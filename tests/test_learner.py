@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from thoughtmdp import group_advantages
-from thoughtmdp.batch import training_arrays
+from thoughtmdp.episodes.arrays import training_arrays
+from thoughtmdp.errors import ConfigError
 from thoughtmdp.learners import (
     LearnerConfig,
     LoraSettings,
@@ -21,12 +22,11 @@ from thoughtmdp.learners import (
 from thoughtmdp.learners.batching import plan_microbatches
 from thoughtmdp.learners.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from thoughtmdp.learners.metrics_log import MetricsLog, read_metrics
-from thoughtmdp.learners.model import cache_argument, gather_logprobs, token_logprobs
+from thoughtmdp.learners.model.policy import cache_argument, gather_logprobs, token_logprobs
+from thoughtmdp.learners.model.shared_prefix import shared_prefix_logprobs
 from thoughtmdp.learners.publish import AdapterPublisher, sha256_of
-from thoughtmdp.learners.shared_prefix import shared_prefix_logprobs
 from thoughtmdp.learners.stream import BatchAssembler
 from thoughtmdp.learners.synthetic import random_episode
-from thoughtmdp.settings import ConfigError
 from thoughtmdp.types import (
     Episode,
     Group,
@@ -312,7 +312,7 @@ def test_metrics_log_writes_json_lines_and_tensorboard(tmp_path):
 
 
 def test_deepspeed_config_from_a_user_file_keeps_zero_and_pins_batching(tmp_path):
-    from thoughtmdp.learners.config import DeepSpeedSettings, deepspeed_config
+    from thoughtmdp.settings.learner import DeepSpeedSettings, deepspeed_config
 
     user = {
         "zero_optimization": {"stage": 3, "overlap_comm": True},

@@ -10,11 +10,11 @@ import pytest
 import torch
 from test_learner import config, hand_episode
 
-from thoughtmdp.batch import training_arrays
+from thoughtmdp.episodes.arrays import training_arrays
 from thoughtmdp.learners import LearnerLoop, build_trainer
 from thoughtmdp.learners.checkpoint import latest_checkpoint
 from thoughtmdp.learners.episode_log import episode_record, pick_signal_episode, signal_map
-from thoughtmdp.learners.model import token_logprobs
+from thoughtmdp.learners.model.policy import token_logprobs
 from thoughtmdp.learners.stream import BatchAssembler, StopRequested
 
 

@@ -19,11 +19,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import thoughtmdp
-from thoughtmdp.envs import livecodebench_data
-from thoughtmdp.envs.code_grading import CodeTest, Verdict
-from thoughtmdp.envs.livecodebench import LiveCodeBenchTask, has_code_block
-from thoughtmdp.envs.livecodebench_data import UnsafePickleError, decode_tests, unpickle_str
-from thoughtmdp.envs.livecodebench_problems import filter_problems, load_problems, split_tests
+from thoughtmdp.envs.livecodebench import data as livecodebench_data
+from thoughtmdp.envs.livecodebench.data import UnsafePickleError, decode_tests, unpickle_str
+from thoughtmdp.envs.livecodebench.grading import CodeTest, Verdict
+from thoughtmdp.envs.livecodebench.problems import filter_problems, load_problems, split_tests
+from thoughtmdp.envs.livecodebench.task import LiveCodeBenchTask, has_code_block
 from thoughtmdp.errors import DatasetFieldError, DependencyNotInstalled, StepOracleUnavailable
 from thoughtmdp.types import PrefixState, Trajectory
 

@@ -14,7 +14,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import thoughtmdp
-from thoughtmdp.envs.math_problems import MathTask, gold_answer
+from thoughtmdp.envs.math.task import MathTask, gold_answer
 from thoughtmdp.errors import DatasetFieldError, DependencyNotInstalled, VerifierTimeout
 from thoughtmdp.isolation import WorkerCrashed
 from thoughtmdp.types import Problem

@@ -10,8 +10,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from thoughtmdp import ThoughtMDPEnv, make_task
-from thoughtmdp.envs.qa import QATask, parse_choices
-from thoughtmdp.envs.qa_presets import PRESETS, get_preset
+from thoughtmdp.envs.math.qa import QATask, parse_choices
+from thoughtmdp.envs.math.qa_presets import PRESETS, get_preset
 from thoughtmdp.errors import DatasetFieldError, UnknownNameError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

@@ -17,8 +17,8 @@ from thoughtmdp import (
     make_task,
     register_task,
 )
+from thoughtmdp.mdp.task import describe_tasks
 from thoughtmdp.registry import Registry, load_object
-from thoughtmdp.task import describe_tasks
 
 
 def test_unknown_task_lists_known_tasks():

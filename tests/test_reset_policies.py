@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from thoughtmdp import PrefixState, Thought, ThoughtMDPError, Trajectory, UnknownNameError
-from thoughtmdp.agents.scripted import ScriptedBackend
+from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.envs.arith_chain import ArithChainTask
-from thoughtmdp.localization import parse_step_index, render_localizer_prompt
-from thoughtmdp.reset_policies import (
+from thoughtmdp.episodes.localization import parse_step_index, render_localizer_prompt
+from thoughtmdp.episodes.reset_policies import (
     RESET_POLICIES,
     OracleReset,
     ResetContext,
@@ -159,7 +159,7 @@ def test_custom_policy_through_entry_point(tmp_path):
     (tmp_path / "my_resets.py").write_text(
         textwrap.dedent(
             """
-            from thoughtmdp.reset_policies import ResetPolicy
+            from thoughtmdp.episodes.reset_policies import ResetPolicy
             from thoughtmdp.types import ResetDecision
 
             class Second(ResetPolicy):
@@ -173,15 +173,15 @@ def test_custom_policy_through_entry_point(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-resets\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[thoughtmdp.reset_policies]\nsecond = my_resets:Second\n"
+        "[thoughtmdp.episodes.reset_policies]\nsecond = my_resets:Second\n"
     )
     script = textwrap.dedent(
         """
         import asyncio
-        from thoughtmdp.agents.episodes import EpisodeBuilder
-        from thoughtmdp.agents.scripted import ScriptedBackend
-        from thoughtmdp.config import episode_config
-        from thoughtmdp.env import ThoughtMDPEnv
+        from thoughtmdp.episodes.builder import EpisodeBuilder
+        from thoughtmdp.agents.backends.scripted import ScriptedBackend
+        from thoughtmdp.episodes.presets import episode_config
+        from thoughtmdp.mdp.env import ThoughtMDPEnv
         from thoughtmdp.envs.arith_chain import ArithChainTask
 
         class Tok:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from thoughtmdp.envs.code_grading import CodeTest, TestResult, Verdict
-from thoughtmdp.envs.code_judge import judge, make_job, verdict
-from thoughtmdp.envs.sandbox import Job, RunReport, Sandbox, SandboxConfig, SandboxError
-from thoughtmdp.envs.sandbox_seccomp import SYSCALLS, build_filter
+from thoughtmdp.envs.livecodebench.grading import CodeTest, TestResult, Verdict
+from thoughtmdp.envs.livecodebench.judge import judge, make_job, verdict
+from thoughtmdp.envs.sandbox.sandbox import Job, RunReport, Sandbox, SandboxConfig, SandboxError
+from thoughtmdp.envs.sandbox.seccomp import SYSCALLS, build_filter
 
 ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0

@@ -9,7 +9,9 @@ from typing import Literal
 
 import pytest
 
-from thoughtmdp.settings import ConfigError, apply_overrides, from_dict, load, to_dict
+from thoughtmdp.errors import ConfigError
+from thoughtmdp.settings.convert import from_dict, to_dict
+from thoughtmdp.settings.loader import apply_overrides, load
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from thoughtmdp.agents import tiny_model
-from thoughtmdp.agents.tiny_model import build_tiny_model
+from thoughtmdp.agents.warmstart import tiny_model
+from thoughtmdp.agents.warmstart.tiny_model import build_tiny_model
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from thoughtmdp.cli import main
-from thoughtmdp.config_files import config_kind, read_config, shipped_configs
-from thoughtmdp.settings import ConfigError, load
-from thoughtmdp.training.command import load_config, load_train_config
-from thoughtmdp.training.config import (
+from thoughtmdp.commands.train import load_config, load_train_config
+from thoughtmdp.errors import ConfigError
+from thoughtmdp.settings.files import config_kind, read_config, shipped_configs
+from thoughtmdp.settings.loader import load
+from thoughtmdp.settings.train import (
     FREE_PORT,
     TrainConfig,
     actor_config,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from thoughtmdp.run_files import read_heldout, read_jsonl
+from thoughtmdp.runs.files import read_heldout, read_jsonl
 
 SHORT_RUN = [
     "warmstart.steps=30",

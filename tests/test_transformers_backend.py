@@ -13,9 +13,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from thoughtmdp.agents.transformers_backend import CLOSED, TransformersBackend, processed_logprobs
+from thoughtmdp.agents.backends.transformers import CLOSED, TransformersBackend, processed_logprobs
 from thoughtmdp.backend import PolicyBackend, SamplingParams
-from thoughtmdp.env import ThoughtMDPEnv
+from thoughtmdp.mdp.env import ThoughtMDPEnv
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FREE = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16, seed=0)

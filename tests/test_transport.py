@@ -179,9 +179,10 @@ def test_bad_bind_address_is_reported():
 
 
 def test_learner_and_actor_settings_carry_curve_keys(tmp_path):
-    from thoughtmdp.agents.actor_config import ActorConfig
-    from thoughtmdp.learners.config import LearnerConfig
-    from thoughtmdp.settings import ConfigError, load
+    from thoughtmdp.errors import ConfigError
+    from thoughtmdp.settings.actor import ActorConfig
+    from thoughtmdp.settings.learner import LearnerConfig
+    from thoughtmdp.settings.loader import load
 
     server_public, server_secret = zmq.auth.create_certificates(tmp_path, "learner")
     allowed = tmp_path / "allowed"

@@ -17,9 +17,9 @@ import shutil
 import pytest
 import torch
 
-from thoughtmdp.agents.transformers_backend import processed_logprobs
-from thoughtmdp.agents.vllm_backend import CLOSED, VLLMBackend
-from thoughtmdp.agents.vllm_engine import default_options, lora_rank_slot
+from thoughtmdp.agents.backends.transformers import processed_logprobs
+from thoughtmdp.agents.backends.vllm import CLOSED, VLLMBackend
+from thoughtmdp.agents.backends.vllm_engine import default_options, lora_rank_slot
 from thoughtmdp.backend import PolicyBackend, SamplingParams
 from thoughtmdp.errors import DependencyNotInstalled
 
@@ -402,7 +402,7 @@ def test_an_adapter_published_by_the_learner_loads_through_the_notice(
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
 
-    from thoughtmdp.agents.adapters import apply_notice
+    from thoughtmdp.agents.backends.adapters import apply_notice
     from thoughtmdp.learners.publish import AdapterPublisher
 
     folder, _, _ = thought_model

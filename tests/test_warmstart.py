@@ -8,15 +8,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from thoughtmdp.agents.warmstart_data import (
+from thoughtmdp.agents.warmstart.data import (
     failed_chain,
     localization_example,
     recipe_task,
     trace_example,
 )
-from thoughtmdp.agents.warmstart_recipe import WarmStartRecipe, model_folder
-from thoughtmdp.localization import parse_step_index
-from thoughtmdp.settings import ConfigError
+from thoughtmdp.episodes.localization import parse_step_index
+from thoughtmdp.errors import ConfigError
+from thoughtmdp.settings.warmstart import WarmStartRecipe, model_folder
 from thoughtmdp.types import PrefixState, Thought, Trajectory
 
 RECIPE = WarmStartRecipe()
@@ -86,7 +86,7 @@ def test_a_bad_recipe_names_the_field(changes, message):
 
 @pytest.mark.slow
 def test_a_build_is_cached_and_reported(monkeypatch, tmp_path):
-    from thoughtmdp.agents.warmstart import ensure_warm_start
+    from thoughtmdp.agents.warmstart.build import ensure_warm_start
 
     monkeypatch.setenv("THOUGHTMDP_CACHE", str(tmp_path))
     recipe = WarmStartRecipe(steps=20, batch_size=16, eval_problems=20, vocab_size=300)

@@ -12,10 +12,10 @@ import pytest
 from scripted_arith import NoisySolver, make_env_factory
 
 from thoughtmdp import PrefixState, Thought, Trajectory
-from thoughtmdp.agents.episodes import EpisodeBuilder
-from thoughtmdp.agents.scripted import ScriptedBackend
-from thoughtmdp.config import episode_config
+from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.envs.arith_chain import ArithChainTask
+from thoughtmdp.episodes.builder import EpisodeBuilder
+from thoughtmdp.episodes.presets import episode_config
 from thoughtmdp.types import Episode, Group
 from thoughtmdp.wire import (
     AdapterNotice,

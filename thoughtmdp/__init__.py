@@ -7,12 +7,20 @@ vLLM. Tasks live in :mod:`thoughtmdp.envs`, policy backends and actors in
 
 from __future__ import annotations
 
-from thoughtmdp.advantages import group_advantages
 from thoughtmdp.backend import Completion, PolicyBackend, SamplingParams
-from thoughtmdp.batch import TrainingArrays, training_arrays
-from thoughtmdp.config import PRESETS, EpisodeConfig, episode_config
-from thoughtmdp.env import ThoughtMDPEnv, make_task_env
+from thoughtmdp.episodes.advantages import group_advantages
+from thoughtmdp.episodes.arrays import TrainingArrays, training_arrays
+from thoughtmdp.episodes.metrics import episode_metrics
+from thoughtmdp.episodes.presets import PRESETS, EpisodeConfig, episode_config
+from thoughtmdp.episodes.reset_policies import (
+    RESET_POLICIES,
+    ResetContext,
+    ResetPolicy,
+    make_reset_policy,
+    register_reset_policy,
+)
 from thoughtmdp.errors import (
+    ConfigError,
     DatasetFieldError,
     DependencyNotInstalled,
     EpisodeFinishedError,
@@ -22,16 +30,9 @@ from thoughtmdp.errors import (
     UnknownNameError,
     VerifierTimeout,
 )
-from thoughtmdp.metrics import episode_metrics
-from thoughtmdp.registration import ENV_IDS, make, register_envs
-from thoughtmdp.reset_policies import (
-    RESET_POLICIES,
-    ResetContext,
-    ResetPolicy,
-    make_reset_policy,
-    register_reset_policy,
-)
-from thoughtmdp.task import TASKS, VerifiableTask, make_task, register_task
+from thoughtmdp.mdp.env import ThoughtMDPEnv, make_task_env
+from thoughtmdp.mdp.gym_ids import ENV_IDS, make, register_envs
+from thoughtmdp.mdp.task import TASKS, VerifiableTask, make_task, register_task
 from thoughtmdp.types import (
     Episode,
     Group,
@@ -54,6 +55,7 @@ __all__ = [
     "RESET_POLICIES",
     "TASKS",
     "Completion",
+    "ConfigError",
     "DatasetFieldError",
     "DependencyNotInstalled",
     "Episode",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from thoughtmdp.prompts import THOUGHT_DELIMITER
+from thoughtmdp.mdp.prompts import THOUGHT_DELIMITER
 from thoughtmdp.types import Thought
 
 

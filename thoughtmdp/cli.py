@@ -79,31 +79,31 @@ def _add_eval_code(commands: Any) -> None:
 
 def _add_eval(commands: Any) -> None:
     """``eval`` and ``audit-localization``: benchmark suites and the localisation audit."""
-    from thoughtmdp.agents import audit_command, eval_command
+    from thoughtmdp.commands import audit, eval
 
-    eval_command.add_parser(commands)
-    audit_command.add_parser(commands)
+    eval.add_parser(commands)
+    audit.add_parser(commands)
 
 
 def _add_learner(commands: Any) -> None:
     """``learner``: train the LoRA policy on streamed episodes (parsed without torch)."""
-    from thoughtmdp.learners.command import add_parser
+    from thoughtmdp.commands.learner import add_parser
 
     add_parser(commands)
 
 
 def _add_actor(commands: Any) -> None:
     """``actor``: sample episodes and stream them to the learner (parsed without torch)."""
-    from thoughtmdp.agents.actor_command import add_parser
+    from thoughtmdp.commands.actor import add_parser
 
     add_parser(commands)
 
 
 def _add_training(commands: Any) -> None:
     """``train``, ``config``, ``warmstart`` and ``plot`` (parsed without torch)."""
-    from thoughtmdp.agents.warmstart_command import add_parser as add_warmstart
-    from thoughtmdp.plot_command import add_parser as add_plot
-    from thoughtmdp.training.command import add_parsers
+    from thoughtmdp.commands.plot import add_parser as add_plot
+    from thoughtmdp.commands.train import add_parsers
+    from thoughtmdp.commands.warmstart import add_parser as add_warmstart
 
     add_parsers(commands)
     add_warmstart(commands)
@@ -111,17 +111,17 @@ def _add_training(commands: Any) -> None:
 
 
 RUNNERS = {
-    "tasks": "thoughtmdp.task:run_tasks_command",
-    "demo": "thoughtmdp.demo:run_demo_command",
-    "learner": "thoughtmdp.learners.command:run",
-    "actor": "thoughtmdp.agents.actor_command:run",
-    "eval": "thoughtmdp.agents.eval_command:run",
-    "audit-localization": "thoughtmdp.agents.audit_command:run",
-    "eval-code": "thoughtmdp.envs.code_eval:run",
-    "train": "thoughtmdp.training.command:run_train",
-    "config": "thoughtmdp.training.command:run_config",
-    "warmstart": "thoughtmdp.agents.warmstart_command:run",
-    "plot": "thoughtmdp.plot_command:run",
+    "tasks": "thoughtmdp.mdp.task:run_tasks_command",
+    "demo": "thoughtmdp.commands.demo:run_demo_command",
+    "learner": "thoughtmdp.commands.learner:run",
+    "actor": "thoughtmdp.commands.actor:run",
+    "eval": "thoughtmdp.commands.eval:run",
+    "audit-localization": "thoughtmdp.commands.audit:run",
+    "eval-code": "thoughtmdp.envs.livecodebench.evaluate:run",
+    "train": "thoughtmdp.commands.train:run_train",
+    "config": "thoughtmdp.commands.train:run_config",
+    "warmstart": "thoughtmdp.commands.warmstart:run",
+    "plot": "thoughtmdp.commands.plot:run",
 }
 """Each command's ``run(args) -> exit code``, imported only when that command runs."""
 

@@ -55,3 +55,7 @@ def require(module: str, extra: str) -> None:
         raise DependencyNotInstalled(
             f'{module!r} is not installed; install it with: pip install "thoughtmdp[{extra}]"'
         )
+
+
+class ConfigError(ThoughtMDPError, ValueError):
+    """A configuration key is unknown or its value has the wrong type."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.settings import to_yaml
+from thoughtmdp.settings.convert import to_yaml
 
 POLL_S = 0.5
 STOP_GRACE_S = 30.0

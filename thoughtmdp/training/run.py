@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thoughtmdp.run_files import CONFIG_FILE, HELDOUT_FILE, SUMMARY_FILE
-from thoughtmdp.training import launch
-from thoughtmdp.training.config import (
+from thoughtmdp.runs.files import CONFIG_FILE, HELDOUT_FILE, SUMMARY_FILE
+from thoughtmdp.runs.progress import Progress
+from thoughtmdp.runs.summary import heldout_record, print_summary, write_summary
+from thoughtmdp.settings.train import (
     TrainConfig,
     actor_config,
     default_run_dir,
@@ -25,8 +26,7 @@ from thoughtmdp.training.config import (
     method_name,
     resolve,
 )
-from thoughtmdp.training.progress import Progress
-from thoughtmdp.training.summary import heldout_record, print_summary, write_summary
+from thoughtmdp.training import launch
 
 
 def train(config: TrainConfig, console: Any) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def train(config: TrainConfig, console: Any) -> dict[str, Any]:
     summary = write_summary(resolved, evaluate.results, warm_start, timings, stopped_by_time)
     if resolved.plots:
         phase = time.perf_counter()
-        from thoughtmdp.plots import plot_runs
+        from thoughtmdp.runs.plots import plot_runs
 
         summary["plots"] = [str(p) for p in plot_runs([run_dir], run_dir / "plots")]
         timings["plots_s"] = time.perf_counter() - phase
@@ -82,7 +82,7 @@ def _bind(config: TrainConfig) -> str | None:
 
 
 def _announce(resolved: TrainConfig, console: Any) -> None:
-    from thoughtmdp.agents.actor_config import resolve_backend
+    from thoughtmdp.settings.actor import resolve_backend
 
     backend = resolve_backend(resolved.actor)
     why = "vLLM is installed" if backend == "vllm" else "vLLM is not installed"
@@ -106,7 +106,7 @@ def _ensure_model(resolved: TrainConfig, console: Any) -> dict[str, Any] | None:
     """Build or find the embedded policy; ``None`` for a user's model."""
     if not resolved.embedded:
         return None
-    from thoughtmdp.agents.warmstart_command import warm_start_with_progress
+    from thoughtmdp.commands.warmstart import warm_start_with_progress
 
     report: dict[str, Any] = warm_start_with_progress(resolved.warmstart, console)
     return report
@@ -133,7 +133,7 @@ class HeldoutEvaluator:
         settings = self.resolved.heldout
         if not settings.problems or not versions:
             return
-        from thoughtmdp.agents.heldout import evaluate_versions
+        from thoughtmdp.evaluation.heldout import evaluate_versions
 
         adapters = [(v, None if v == 0 else _adapter_folder(self.run_dir, v)) for v in versions]
         label = f"evaluating {len(adapters)} version(s) on {settings.problems} problems"
@@ -141,7 +141,7 @@ class HeldoutEvaluator:
             evaluate_versions(self._spec(), adapters, self._record)
 
     def _spec(self) -> Any:
-        from thoughtmdp.agents.heldout import HeldoutSpec
+        from thoughtmdp.evaluation.heldout import HeldoutSpec
 
         actor, settings = self.resolved.actor, self.resolved.heldout
         return HeldoutSpec(

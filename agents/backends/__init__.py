@@ -1,0 +1,1 @@
+"""Policy backends: vLLM, transformers and a scripted one, and adapter loading."""

@@ -1,0 +1,112 @@
+"""The actor process: a backend, a task and an episode builder streaming to the learner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from thoughtmdp.agents.actor import Actor, shard_order
+from thoughtmdp.episodes.builder import EpisodeBuilder
+from thoughtmdp.mdp.env import ThoughtMDPEnv
+from thoughtmdp.mdp.task import VerifiableTask, make_task
+from thoughtmdp.settings.actor import ActorConfig, resolve_backend
+from thoughtmdp.transport import EpisodeSender
+
+logger = logging.getLogger(__name__)
+
+
+def run_actor(config: ActorConfig) -> int:
+    """Run the actor until ``config.max_episodes`` were sent (the ``thoughtmdp actor`` command).
+
+    Args:
+        config: Validated actor settings.
+
+    Returns:
+        The process exit code (0 also when stopped by SIGINT or SIGTERM).
+    """
+    task = make_task(config.task, **config.task_options)
+    backend = make_backend(config)
+    # SIGTERM (how `thoughtmdp train` ends a run) unwinds like Ctrl-C, so the engine closes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        asyncio.run(stream_episodes(config, task, backend))
+    except KeyboardInterrupt:
+        logger.info("actor %s stopped", config.actor_name)
+    finally:
+        backend.close()
+        task.close()
+    return 0
+
+
+def make_backend(config: ActorConfig) -> Any:
+    """The policy backend ``config.backend`` names, on the base model (version 0).
+
+    Args:
+        config: Actor settings.
+
+    Returns:
+        A :class:`~thoughtmdp.agents.backends.vllm.VLLMBackend` or
+        :class:`~thoughtmdp.agents.backends.transformers.TransformersBackend`.
+    """
+    if resolve_backend(config) == "vllm":
+        from thoughtmdp.agents.backends.vllm import VLLMBackend
+
+        return VLLMBackend(
+            config.model,
+            lora_rank=config.lora_rank,
+            max_lag=config.max_lag,
+            engine_options=config.engine_options,
+        )
+    from thoughtmdp.agents.backends.transformers import TransformersBackend
+
+    return TransformersBackend(
+        config.model, device=config.device, max_batch_size=config.max_batch_size
+    )
+
+
+async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: Any) -> None:
+    """Connect to the learner and send episodes until ``config.max_episodes``.
+
+    Args:
+        config: Actor settings.
+        task: The task problems come from.
+        backend: The policy backend (it loads the learner's adapters).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    make_env = partial(
+        ThoughtMDPEnv,
+        task,
+        split=config.split,
+        tokenizer=tokenizer,
+        max_thoughts=config.max_thoughts,
+        max_total_tokens=config.max_total_tokens,
+    )
+    builder = EpisodeBuilder(
+        task, backend, make_env, config.episode_config(), config.sampling.params()
+    )
+    order = shard_order(task.problems(config.split), config.shard, config.num_shards, config.seed)
+    root = config.adapter_root or Path(tempfile.mkdtemp(prefix="thoughtmdp-adapters-"))
+    root.mkdir(parents=True, exist_ok=True)
+    name = config.actor_name
+    sender = EpisodeSender(config.learner, name, config.hello_interval, curve=config.curve())
+    async with sender:
+        logger.info("actor %s connected to %s (shard %d)", name, config.learner, config.shard)
+        actor = Actor(
+            builder,
+            sender,
+            order,
+            config.in_flight,
+            config.max_lag,
+            root,
+            config.seed,
+            config.batch_barrier,
+        )
+        await actor.run(config.max_episodes)
+        logger.info("actor %s sent %d episodes", name, actor.sent)

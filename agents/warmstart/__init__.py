@@ -1,0 +1,1 @@
+"""The warm start: a tiny model built and fine-tuned on reference chains."""

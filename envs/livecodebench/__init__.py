@@ -1,0 +1,1 @@
+"""LiveCodeBench: problems, programs, grading and the ``eval-code`` evaluation."""

@@ -1,0 +1,1 @@
+"""Math tasks: problem files, answer types and the math-verify verifier."""

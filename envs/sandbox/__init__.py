@@ -1,0 +1,1 @@
+"""A sandbox for untrusted programs: each in its own confined child process."""

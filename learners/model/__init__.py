@@ -1,0 +1,1 @@
+"""The LoRA policy: loading, token log-probs, the shared-prefix forward, optimiser engines."""

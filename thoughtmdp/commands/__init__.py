@@ -1,0 +1,1 @@
+"""The ``thoughtmdp`` sub-commands, one thin module each."""

@@ -1,0 +1,201 @@
+"""Reset policies: where to rewind a failed chain (paper section 4.2).
+
+``none`` is GRPO (no reset group), ``uniform`` is RRPO, ``self`` is SRPO (the policy names its
+own first wrong step) and ``oracle`` asks the task. Users add theirs with
+:func:`register_reset_policy` or the entry-point group ``thoughtmdp.episodes.reset_policies``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from thoughtmdp.backend import PolicyBackend, SamplingParams
+from thoughtmdp.episodes.localization import parse_step_index, render_localizer_prompt
+from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.mdp.task import VerifiableTask
+from thoughtmdp.registry import Registry
+from thoughtmdp.types import ResetDecision, Trajectory
+
+
+@dataclass(frozen=True)
+class ResetContext:
+    """What a reset policy may look at.
+
+    Attributes:
+        seed_trajectory: The failed chain, started at the prompt (``H_s`` thoughts).
+        task: The task, for its problem text and oracle.
+        backend: The policy being trained, for policies that query it.
+        rng: Randomness owned by this decision.
+    """
+
+    seed_trajectory: Trajectory
+    task: VerifiableTask
+    backend: PolicyBackend
+    rng: np.random.Generator
+
+    @property
+    def seed_length(self) -> int:
+        """``H_s``."""
+        return len(self.seed_trajectory.all_thoughts)
+
+
+class ResetPolicy(ABC):
+    """Chooses ``h*`` in ``1..H_s`` for a failed seed chain, or no reset."""
+
+    name: str = "reset_policy"
+    requires_step_oracle: bool = False
+    """Set when the policy calls ``task.first_error_step``: the builder checks the task."""
+
+    @abstractmethod
+    async def decide(self, context: ResetContext) -> ResetDecision:
+        """Pick the reset index for ``context.seed_trajectory``."""
+
+
+class NoReset(ResetPolicy):
+    """GRPO: never reset; episodes have a base group only."""
+
+    name = "none"
+
+    async def decide(self, context: ResetContext) -> ResetDecision:
+        """Always no reset."""
+        return ResetDecision(None, self.name)
+
+
+class UniformReset(ResetPolicy):
+    """RRPO: ``h* ~ Uniform{1..H_s}``."""
+
+    name = "uniform"
+
+    async def decide(self, context: ResetContext) -> ResetDecision:
+        """A uniformly random thought of the seed chain."""
+        return ResetDecision(int(context.rng.integers(1, context.seed_length + 1)), self.name)
+
+
+Fallback = Literal["uniform", "skip"]
+
+
+def _fall_back(context: ResetContext, decision: ResetDecision, fallback: Fallback) -> ResetDecision:
+    """The decision after a failed localisation: a uniform index, or no reset."""
+    index = int(context.rng.integers(1, context.seed_length + 1)) if fallback == "uniform" else None
+    return replace(decision, reset_index=index, fallback=fallback)
+
+
+def _check_fallback(fallback: str) -> None:
+    if fallback not in ("uniform", "skip"):
+        raise ThoughtMDPError(f"fallback must be 'uniform' or 'skip', got {fallback!r}")
+
+
+class OracleReset(ResetPolicy):
+    """Reset at the task's first wrong thought (``first_error_step``).
+
+    Args:
+        fallback: What to do when the task finds no wrong thought in a failed chain (e.g. it
+            was truncated before answering): ``"uniform"`` or ``"skip"``.
+    """
+
+    name = "oracle"
+    requires_step_oracle = True
+
+    def __init__(self, fallback: Fallback = "uniform") -> None:
+        _check_fallback(fallback)
+        self.fallback = fallback
+
+    async def decide(self, context: ResetContext) -> ResetDecision:
+        """The oracle's index, or the fallback when it has none."""
+        index = context.task.first_error_step(context.seed_trajectory)
+        if index is not None and 1 <= index <= context.seed_length:
+            return ResetDecision(index, self.name, parse_status="ok")
+        decision = ResetDecision(None, self.name, parse_status="unparsable")
+        return _fall_back(context, decision, self.fallback)
+
+
+class SelfLocalization(ResetPolicy):
+    r"""SRPO: the policy reads its failed chain and names the first wrong step as ``\boxed{N}``.
+
+    Args:
+        fallback: For an unparsable or out-of-range answer: ``"uniform"`` or ``"skip"``.
+        template: Localiser prompt with ``{question}``, ``{steps}``, ``{num_steps}``;
+            ``None`` asks the task (:meth:`VerifiableTask.render_localizer_prompt`).
+        temperature: Sampling temperature of the localiser (0 = greedy).
+        max_tokens: Longest localiser answer.
+    """
+
+    name = "self"
+
+    def __init__(
+        self,
+        fallback: Fallback = "uniform",
+        template: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+    ) -> None:
+        _check_fallback(fallback)
+        self.fallback = fallback
+        self.template = template
+        self.sampling = SamplingParams(
+            temperature=temperature, top_p=1.0, max_tokens=max_tokens, stop=()
+        )
+
+    async def decide(self, context: ResetContext) -> ResetDecision:
+        """Ask the backend; parse its last boxed step number."""
+        problem = context.task.get_problem(context.seed_trajectory.problem_id)
+        thoughts = [t.text for t in context.seed_trajectory.all_thoughts]
+        if self.template is None:
+            prompt = context.task.render_localizer_prompt(problem, thoughts)
+        else:
+            prompt = render_localizer_prompt(problem.question, thoughts, self.template)
+        seed = int(context.rng.integers(2**31))
+        completion = await context.backend.complete(prompt, replace(self.sampling, seed=seed))
+        index, status = parse_step_index(completion.text, context.seed_length)
+        decision = ResetDecision(index, self.name, completion.text, status)
+        return decision if status == "ok" else _fall_back(context, decision, self.fallback)
+
+
+RESET_POLICIES: Registry[type[ResetPolicy] | Any] = Registry(
+    "reset policy", entry_point_group="thoughtmdp.episodes.reset_policies"
+)
+"""All registered reset policies (built-ins, :func:`register_reset_policy`, entry points)."""
+
+for _policy in (NoReset, UniformReset, OracleReset, SelfLocalization):
+    RESET_POLICIES.register(_policy.name, _policy)
+
+
+def register_reset_policy(name: str, target: Any = None) -> Any:
+    """Register a :class:`ResetPolicy` factory under ``name`` (call or class decorator).
+
+    >>> @register_reset_policy("last")
+    ... class LastThought(ResetPolicy):
+    ...     async def decide(self, context):
+    ...         return ResetDecision(context.seed_length, "last")
+    >>> type(make_reset_policy("last")).__name__
+    'LastThought'
+    """
+    if target is None:
+        return RESET_POLICIES.register(name)
+    return RESET_POLICIES.register(name, target)
+
+
+def make_reset_policy(name: str, **kwargs: Any) -> ResetPolicy:
+    """Build the reset policy registered as ``name``.
+
+    Raises:
+        UnknownNameError: If ``name`` is not registered (the message lists the known ones).
+        ThoughtMDPError: If the options do not fit the factory, or it does not build a
+            :class:`ResetPolicy`.
+    """
+    factory = RESET_POLICIES.get(name)
+    try:
+        policy = factory(**kwargs)
+    except TypeError as exc:
+        raise ThoughtMDPError(
+            f"reset policy {name!r} does not take the options {sorted(kwargs)}: {exc}"
+        ) from None
+    if not isinstance(policy, ResetPolicy):
+        raise ThoughtMDPError(
+            f"reset policy {name!r} built a {type(policy).__name__}, not a ResetPolicy"
+        )
+    return policy

@@ -1,0 +1,209 @@
+"""Auditing self-localisation against a task's step oracle (the paper's Fig. 4 and 6).
+
+For each failed chain the policy names its first wrong step (the SRPO localiser prompt,
+:class:`~thoughtmdp.episodes.reset_policies.SelfLocalization`) and the task's
+:meth:`~thoughtmdp.VerifiableTask.first_error_step` names the true one. Optionally ``M``
+suffixes are resampled from the self-localised reset state, to measure how often a reset
+there corrects the chain. Summaries are in :mod:`thoughtmdp.evaluation.audit_report`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from thoughtmdp.backend import PolicyBackend, SamplingParams
+from thoughtmdp.episodes.metrics import is_clean_prefix
+from thoughtmdp.episodes.reset_policies import ResetContext, SelfLocalization
+from thoughtmdp.episodes.rollout import rollout
+from thoughtmdp.errors import StepOracleUnavailable
+from thoughtmdp.evaluation.records import PASS_REWARD
+from thoughtmdp.mdp.env import ThoughtMDPEnv
+from thoughtmdp.mdp.task import VerifiableTask
+from thoughtmdp.types import PrefixState, Problem, ResetRecord, Trajectory
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """How chains are sampled, localised and resampled.
+
+    Attributes:
+        samples: Chains sampled per problem.
+        suffixes: Suffix rollouts from each self-localised reset state (``M``; 0: none).
+        sampling: Sampling of the chains' and suffixes' thoughts.
+        localizer_max_tokens: Longest localiser answer.
+        localizer_temperature: Temperature of the localiser (0 = greedy).
+        seed: Seed of the request seeds.
+        concurrency: Problems audited at once.
+    """
+
+    samples: int = 1
+    suffixes: int = 4
+    sampling: SamplingParams = field(
+        default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256)
+    )
+    localizer_max_tokens: int = 512
+    localizer_temperature: float = 0.0
+    seed: int = 0
+    concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class LocalizationRecord:
+    """One failed chain: where the policy and the oracle place the first wrong step.
+
+    Attributes:
+        problem_id: The problem.
+        sample: Index of the chain among the problem's samples.
+        thoughts: The failed chain's thought texts (``H_s`` of them).
+        self_index: The step the policy named; ``None`` when its answer named no valid step.
+        oracle_index: The task's first wrong step; ``None`` when it finds none.
+        parse_status: ``"ok"``, ``"unparsable"`` or ``"out_of_range"``.
+        raw_text: The localiser's answer.
+        clean: Whether the prefix kept before ``self_index`` holds no wrong thought
+            (``self_index <= oracle_index``); ``None`` without both indices.
+        suffix_rewards: Rewards of the suffixes resampled from before ``self_index``.
+    """
+
+    problem_id: str
+    sample: int
+    thoughts: tuple[str, ...]
+    self_index: int | None
+    oracle_index: int | None
+    parse_status: str
+    raw_text: str
+    clean: bool | None = None
+    suffix_rewards: tuple[float, ...] = ()
+
+    @property
+    def seed_length(self) -> int:
+        """``H_s``: thoughts in the failed chain."""
+        return len(self.thoughts)
+
+    @property
+    def deviation(self) -> int | None:
+        """Self minus oracle step; negative is early (clean prefix), positive overshoots."""
+        if self.self_index is None or self.oracle_index is None:
+            return None
+        return self.self_index - self.oracle_index
+
+
+@dataclass
+class AuditResult:
+    """Every chain's outcome.
+
+    Attributes:
+        chains: Chains sampled.
+        failed: Chains that did not pass.
+        records: One per failed chain.
+    """
+
+    chains: int = 0
+    failed: int = 0
+    records: list[LocalizationRecord] = field(default_factory=list)
+
+
+async def audit_localization(
+    task: VerifiableTask,
+    backend: PolicyBackend,
+    make_env: Callable[[], ThoughtMDPEnv],
+    problems: Sequence[Problem],
+    settings: AuditSettings,
+) -> AuditResult:
+    """Sample chains, localise the failed ones and compare with the oracle.
+
+    Args:
+        task: A task with a step oracle.
+        backend: The policy (sampler and localiser).
+        make_env: A fresh env with a tokenizer, one per rollout.
+        problems: The problems to sample chains for.
+        settings: Sampling, localiser and suffix settings.
+
+    Returns:
+        The counts and one record per failed chain, in problem order.
+
+    Raises:
+        StepOracleUnavailable: If the task has no step oracle.
+    """
+    if not task.has_step_oracle:
+        raise StepOracleUnavailable(
+            f"task {task.name!r} has no step oracle (first_error_step); the audit needs one"
+        )
+    localizer = SelfLocalization(
+        fallback="skip",
+        temperature=settings.localizer_temperature,
+        max_tokens=settings.localizer_max_tokens,
+    )
+    slots = asyncio.Semaphore(settings.concurrency)
+    auditor = _Auditor(task, backend, make_env, settings, localizer)
+
+    async def one(problem: Problem, sample: int) -> tuple[bool, LocalizationRecord | None]:
+        async with slots:
+            return await auditor.chain(problem, sample)
+
+    outcomes = await asyncio.gather(*(one(p, s) for p in problems for s in range(settings.samples)))
+    result = AuditResult(chains=len(outcomes))
+    for failed, record in outcomes:
+        result.failed += failed
+        if record is not None:
+            result.records.append(record)
+    return result
+
+
+@dataclass
+class _Auditor:
+    task: VerifiableTask
+    backend: PolicyBackend
+    make_env: Callable[[], ThoughtMDPEnv]
+    settings: AuditSettings
+    localizer: SelfLocalization
+
+    async def chain(self, problem: Problem, sample: int) -> tuple[bool, LocalizationRecord | None]:
+        seed = _seed(self.settings.seed, problem.id, sample)
+        sampling = replace(self.settings.sampling, seed=seed)
+        trajectory = await rollout(self.make_env(), self.backend, problem.id, sampling)
+        if trajectory.reward >= PASS_REWARD:
+            return False, None
+        context = ResetContext(trajectory, self.task, self.backend, np.random.default_rng(seed))
+        decision = await self.localizer.decide(context)
+        oracle = self.task.first_error_step(trajectory)
+        suffixes: tuple[float, ...] = ()
+        if decision.reset_index is not None:
+            suffixes = await self._suffixes(trajectory, decision.reset_index, seed)
+        return True, LocalizationRecord(
+            problem_id=problem.id,
+            sample=sample,
+            thoughts=tuple(t.text for t in trajectory.all_thoughts),
+            self_index=decision.reset_index,
+            oracle_index=oracle,
+            parse_status=decision.parse_status,
+            raw_text=decision.raw_text or "",
+            clean=is_clean_prefix(ResetRecord(trajectory, decision, oracle)),
+            suffix_rewards=suffixes,
+        )
+
+    async def _suffixes(
+        self, seed_chain: Trajectory, reset_index: int, seed: int
+    ) -> tuple[float, ...]:
+        start = seed_chain.start
+        prefix = PrefixState(
+            start.problem_id, start.prompt_token_ids, seed_chain.all_thoughts[: reset_index - 1]
+        )
+        runs = [
+            rollout(
+                self.make_env(),
+                self.backend,
+                prefix,
+                replace(self.settings.sampling, seed=_seed(seed, "suffix", j)),
+            )
+            for j in range(self.settings.suffixes)
+        ]
+        return tuple(t.reward for t in await asyncio.gather(*runs))
+
+
+def _seed(base: int, name: str, index: int) -> int:
+    return zlib.crc32(f"{base}/{name}/{index}".encode()) % 2**31

@@ -1,0 +1,1 @@
+"""A run's files: metrics, episodes, statistics, plots, summary and progress."""

@@ -1,0 +1,1 @@
+"""Every configuration dataclass (torch-free) and the YAML/override loader."""

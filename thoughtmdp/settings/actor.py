@@ -1,0 +1,169 @@
+"""Typed settings of the actor (no torch here, so the CLI validates them before importing it).
+
+Load them like every other config: ``settings.load(ActorConfig, path, ["task=math"])``.
+Sampling defaults follow the paper (temperature 0.7, top-p 0.95); episodes default to the
+``1x4`` shape with self-localised resets (``srpo``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from thoughtmdp.backend import SamplingParams
+from thoughtmdp.episodes.presets import EpisodeConfig, episode_config
+from thoughtmdp.errors import ConfigError, ThoughtMDPError
+from thoughtmdp.mdp.task import TASKS
+from thoughtmdp.transport.security import CurveClient
+
+Backend = Literal["auto", "vllm", "transformers"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How each thought is sampled (per-request seeds are set by the episode builder).
+
+    Attributes:
+        temperature: Softmax temperature (the learner's ``loss.temperature`` should match).
+        top_p: Nucleus mass kept.
+        max_tokens: Most tokens sampled for one thought.
+    """
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 256
+
+    def params(self) -> SamplingParams:
+        """These settings as backend :class:`~thoughtmdp.backend.SamplingParams`."""
+        return SamplingParams(self.temperature, self.top_p, self.max_tokens)
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """Everything the actor process needs.
+
+    Attributes:
+        learner: The learner's address (``--learner``), e.g. ``tcp://127.0.0.1:5555``.
+        name: This actor's name, unique among actors; a restarted actor keeps its name
+            (empty: ``actor-<shard>``).
+        model: Path of the Hugging Face causal LM (base weights); its tokenizer is used too.
+        backend: ``vllm``, ``transformers``, or ``auto`` (vLLM when it is installed).
+        engine_options: ``vllm.AsyncEngineArgs`` keywords over our defaults, e.g.
+            ``engine_options.tensor_parallel_size=4`` or ``engine_options.dtype=float32``.
+        device: Torch device of the transformers backend.
+        max_batch_size: Most requests the transformers backend decodes together.
+        lora_rank: Largest LoRA rank the vLLM engine must hold (the learner's ``lora.rank``).
+        task: Registered task name (``thoughtmdp tasks`` lists them).
+        task_options: Keyword arguments of the task, e.g. ``task_options.num_steps=4``.
+        split: Split the problems are drawn from.
+        max_thoughts: Most thoughts in a chain.
+        max_total_tokens: Most tokens in a chain, prompt included (``None``: no cap).
+        presets: Episode presets applied in order (``grpo``, ``1x4``, ``2x4``, ``1x8``,
+            ``rrpo``, ``srpo``, ``oracle``).
+        episode: ``EpisodeConfig`` fields set after the presets, e.g. ``episode.num_resets=2``.
+        sampling: Sampling of thoughts.
+        shard: This actor's shard of the problems (0-based).
+        num_shards: Shards the problems are split into (usually the number of actors).
+        in_flight: Episodes built concurrently.
+        max_lag: Most versions the loaded adapter may trail the learner's latest before the
+            actor stops starting episodes.
+        batch_barrier: Synchronous mode: build ``in_flight`` episodes, wait for all of them
+            and for a newer adapter, then the next batch (generation and training take
+            turns; the learner's ``prompts_per_step`` must be ``in_flight`` times the
+            number of actors).
+        seed: Base seed; episode ``k`` samples with ``seed + k``.
+        max_episodes: Stop after sending this many episodes (``None``: run until stopped).
+        adapter_root: Where adapters sent inline are written (``None``: a temporary folder).
+        hello_interval: Seconds without credit before saying hello to the learner again.
+        curve_secret: The actor's secret CURVE certificate; with ``curve_server_public``,
+            the connection to the learner is encrypted and authenticated.
+        curve_server_public: The learner's public CURVE certificate.
+    """
+
+    learner: str = "tcp://127.0.0.1:5555"
+    name: str = ""
+    model: str = ""
+    backend: Backend = "auto"
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    max_batch_size: int = 16
+    lora_rank: int = 64
+    task: str = "arith_chain"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    split: str = "train"
+    max_thoughts: int = 20
+    max_total_tokens: int | None = 4096
+    presets: tuple[str, ...] = ("1x4", "srpo")
+    episode: dict[str, Any] = field(default_factory=dict)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    shard: int = 0
+    num_shards: int = 1
+    in_flight: int = 8
+    max_lag: int = 1
+    batch_barrier: bool = False
+    seed: int = 0
+    max_episodes: int | None = None
+    adapter_root: Path | None = None
+    hello_interval: float = 2.0
+    curve_secret: Path | None = None
+    curve_server_public: Path | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("lora_rank", "max_thoughts", "num_shards", "in_flight", "hello_interval")
+        for key in (*positive, "max_batch_size"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+        if not 0 <= self.shard < self.num_shards:
+            raise ConfigError(f"shard: expected 0..{self.num_shards - 1}, got {self.shard}")
+        if self.max_lag < 0:
+            raise ConfigError(f"max_lag: expected 0 or more, got {self.max_lag}")
+        if self.max_episodes is not None and self.max_episodes < 0:
+            raise ConfigError(f"max_episodes: expected 0 or more, got {self.max_episodes}")
+        if (self.curve_secret is None) != (self.curve_server_public is None):
+            raise ConfigError("set both curve_secret and curve_server_public, or neither")
+        if self.task not in TASKS:
+            raise ConfigError(f"task: unknown task {self.task!r}; known: {TASKS.names()}")
+        try:
+            self.sampling.params()
+            self.episode_config()
+        except (ThoughtMDPError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def actor_name(self) -> str:
+        """The name the actor uses on the wire."""
+        return self.name or f"actor-{self.shard}"
+
+    def curve(self) -> CurveClient | None:
+        """The CURVE keys of the connection to the learner, if set."""
+        if self.curve_secret is None or self.curve_server_public is None:
+            return None
+        return CurveClient(self.curve_secret, self.curve_server_public)
+
+    def episode_config(self) -> EpisodeConfig:
+        """The episode shape: ``presets`` applied in order, then ``episode``."""
+        return episode_config(*self.presets, **self.episode)
+
+
+def check_ready(config: ActorConfig) -> None:
+    """Checks that need the file system or the installed packages (run before starting).
+
+    Raises:
+        ConfigError: Without a model path, or with ``backend=vllm`` but no vLLM installed.
+    """
+    if not config.model:
+        raise ConfigError("model: set the path of the base model, e.g. model=/models/Qwen2.5")
+    if config.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            'backend=vllm needs vLLM: pip install "thoughtmdp[gpu]" (or "thoughtmdp[cpu]")'
+        )
+
+
+def resolve_backend(config: ActorConfig) -> Literal["vllm", "transformers"]:
+    """The backend ``config.backend`` stands for (``auto``: vLLM when it is importable)."""
+    if config.backend != "auto":
+        return config.backend
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"

@@ -1,0 +1,294 @@
+"""Typed settings of the learner (no torch here, so the CLI validates them before importing it).
+
+Load them like every other config: ``settings.load(LearnerConfig, path, ["optim.lr=1e-5"])``.
+Defaults follow the paper's Table 5: LoRA r=64, alpha=64; AdamW lr 5e-5 constant, betas
+(0.9, 0.999), weight decay 0.01, grad-norm clip 1.0; 32 prompts a step in mini-batches of 8.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from thoughtmdp.errors import ConfigError
+from thoughtmdp.settings.convert import to_dict
+from thoughtmdp.transport.security import CurveServer
+
+Aggregation = Literal["seq-mean", "token-mean", "dr-grpo"]
+Schedule = Literal["constant", "linear", "cosine"]
+# Changing these between a checkpoint and its resume would load the wrong weights.
+RESUME_KEYS = ("model", "lora", "dtype")
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA adapter; only its parameters train, the base model stays frozen.
+
+    Attributes:
+        rank: LoRA rank r.
+        alpha: LoRA scaling alpha (the update is scaled by alpha / r).
+        dropout: Dropout on the adapter's input.
+        target_modules: Names of the linear layers that get an adapter (default: every
+            attention and MLP projection of Qwen2/Llama-style models).
+    """
+
+    rank: int = 64  # r
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ALL_PROJECTIONS
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW and its learning-rate schedule (constant by default, as in the paper).
+
+    Attributes:
+        lr: Peak learning rate.
+        schedule: ``constant``, or ``linear``/``cosine`` decay from ``lr`` to
+            ``final_lr_ratio * lr`` at the last step of the run (needs ``max_steps``).
+        warmup_steps: Optimiser steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        final_lr_ratio: Where a decaying schedule ends, as a fraction of ``lr``.
+        betas: Adam's (beta1, beta2).
+        weight_decay: Decoupled weight decay of the adapter parameters.
+        eps: Adam's epsilon.
+        max_grad_norm: Clip the global L2 norm of the gradient to this value.
+    """
+
+    lr: float = 5e-5
+    schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    final_lr_ratio: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The policy-gradient loss; the defaults are the paper's (no clipping, no KL).
+
+    Attributes:
+        aggregation: ``seq-mean`` (mean over a rollout's active tokens, then over rollouts),
+            ``token-mean`` (over all active tokens of the mini-batch) or ``dr-grpo`` (token sums
+            divided by a constant, ``dr_grpo_tokens`` per rollout).
+        dr_grpo_tokens: The constant normaliser of ``dr-grpo`` (the paper's max response length).
+        clip_eps: PPO ratio clipping against the behaviour log-probabilities (``None``: off).
+        is_cap: Truncated importance weight ``min(pi/mu, C)`` on every token (``None``: off).
+        temperature: The learner's log-probabilities are ``log_softmax(logits / temperature)``;
+            set it to the actors' sampling temperature so that ``pi`` is the distribution
+            the tokens were drawn from. Top-p truncation is not reproduced here.
+    """
+
+    aggregation: Aggregation = "seq-mean"
+    dr_grpo_tokens: int = 4096
+    clip_eps: float | None = None
+    is_cap: float | None = None  # C
+    temperature: float = 0.7
+
+
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    """DeepSpeed for several processes (``None`` stage and file: plain PyTorch, one process).
+
+    Attributes:
+        zero_stage: ZeRO stage (0-3) of a generated DeepSpeed config.
+        config_file: A DeepSpeed JSON config to use instead; its batch sizes, optimizer and
+            scheduler are replaced by the learner's own.
+        backend: ``torch.distributed`` backend; ``None`` picks gloo on CPU, the
+            accelerator's default (nccl) elsewhere.
+    """
+
+    zero_stage: int | None = None
+    config_file: Path | None = None
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the learner runs a DeepSpeed engine."""
+        return self.zero_stage is not None or self.config_file is not None
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Everything the learner process needs.
+
+    Attributes:
+        model: Path of the Hugging Face causal LM (base weights) to put the adapter on.
+        run_dir: Output folder: ``metrics.jsonl``, ``tensorboard/``, ``adapters/v*/``,
+            ``checkpoints/step-*/`` and the resolved ``config.json``.
+        bind: Address the learner binds for actors (``--bind``).
+        allow_remote: Allow binding an address reachable from other hosts.
+        curve_secret: The learner's secret CURVE certificate
+            (``zmq.auth.create_certificates``); with ``curve_authorized``, the socket
+            encrypts and admits only the actors whose public certificates are there.
+        curve_authorized: Folder of the public certificates of the actors allowed in.
+        window: Episodes each actor may have queued or in flight (credits).
+        prompts_per_step: Episodes (prompts) per learner step; one adapter version each.
+        prompts_per_minibatch: Episodes per optimiser step within a learner step.
+        rollouts_per_microbatch: Rollouts per forward/backward pass (memory bound only; the
+            loss is the same for any value).
+        shared_prefix: Run each group's shared prefix once and its rollouts on top of it.
+        max_lag: Episodes whose oldest thought is more than this many versions behind the
+            learner are stale (``None``: never).
+        stale: What to do with a stale episode: ``skip`` it, or ``reweight`` it with the
+            truncated importance weights of ``loss.is_cap``.
+        max_steps: Stop after this many learner steps in all (``None``: run until stopped).
+        checkpoint_every: Steps between checkpoints (0: never).
+        signal_map_every: Steps between logged per-thought gradient-signal maps of one
+            episode (``signal_maps.jsonl``; 0: never).
+        keep_checkpoints: Complete checkpoints kept on disk (older ones are deleted).
+        resume: Continue from the latest complete checkpoint in ``run_dir``.
+        publish_inline: Send the adapter files inside the notice (actors without a shared
+            file system) instead of their path.
+        dtype: Parameter dtype of the base model.
+        device: ``auto`` (the accelerator if any, else CPU), ``cpu`` or ``cuda``.
+        seed: Seed of the learner's random number generators (LoRA init and dropout).
+        lora: The adapter.
+        optim: The optimiser.
+        loss: The loss.
+        deepspeed: DeepSpeed, when the learner runs as several processes.
+    """
+
+    model: str = ""
+    run_dir: Path = Path("runs/learner")
+    bind: str = "tcp://127.0.0.1:5555"
+    allow_remote: bool = False
+    curve_secret: Path | None = None
+    curve_authorized: Path | None = None
+    window: int = 4
+    prompts_per_step: int = 32
+    prompts_per_minibatch: int = 8
+    rollouts_per_microbatch: int = 8
+    shared_prefix: bool = False
+    max_lag: int | None = None
+    stale: Literal["skip", "reweight"] = "skip"
+    max_steps: int | None = None
+    checkpoint_every: int = 10
+    signal_map_every: int = 10
+    keep_checkpoints: int = 2
+    resume: bool = False
+    publish_inline: bool = False
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("window", "prompts_per_step", "prompts_per_minibatch"))
+        _check_positive(self, ("rollouts_per_microbatch", "keep_checkpoints"))
+        _check_positive(self.lora, ("rank", "alpha"), "lora.")
+        _check_positive(self.loss, ("temperature", "dr_grpo_tokens"), "loss.")
+        if self.prompts_per_step % self.prompts_per_minibatch:
+            raise ConfigError(
+                f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
+                f"prompts_per_minibatch ({self.prompts_per_minibatch})"
+            )
+        if self.loss.clip_eps is not None and self.loss.is_cap is not None:
+            raise ConfigError("set at most one of loss.clip_eps and loss.is_cap")
+        if self.stale == "reweight" and self.loss.is_cap is None:
+            raise ConfigError("stale=reweight needs loss.is_cap (the truncation C), e.g. 2.0")
+        if (self.curve_secret is None) != (self.curve_authorized is None):
+            raise ConfigError("set both curve_secret and curve_authorized, or neither")
+        _check_schedule(self)
+        stage = self.deepspeed.zero_stage
+        if stage is not None and stage not in (0, 1, 2, 3):
+            raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
+
+    def curve(self) -> CurveServer | None:
+        """The CURVE keys of the learner's socket, if set."""
+        if self.curve_secret is None or self.curve_authorized is None:
+            return None
+        return CurveServer(self.curve_secret, self.curve_authorized)
+
+
+def _check_schedule(config: LearnerConfig) -> None:
+    optim = config.optim
+    if optim.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps: expected 0 or more, got {optim.warmup_steps}")
+    if not 0.0 <= optim.final_lr_ratio <= 1.0:
+        raise ConfigError(f"optim.final_lr_ratio: expected 0 to 1, got {optim.final_lr_ratio}")
+    if optim.schedule != "constant" and config.max_steps is None:
+        raise ConfigError(
+            f"optim.schedule={optim.schedule} decays over the run: set max_steps as well"
+        )
+
+
+def _check_positive(section: Any, names: tuple[str, ...], prefix: str = "") -> None:
+    for name in names:
+        value = getattr(section, name)
+        if not value > 0:
+            raise ConfigError(f"{prefix}{name}: expected a positive number, got {value!r}")
+
+
+def check_ready(config: LearnerConfig) -> None:
+    """Checks that need the file system (run before starting the learner).
+
+    Raises:
+        ConfigError: Without a model path, or with a missing DeepSpeed config file.
+    """
+    if not config.model:
+        raise ConfigError("model: set the path of the base model, e.g. model=/models/Qwen2.5")
+    file = config.deepspeed.config_file
+    if file is not None and not Path(file).is_file():
+        raise ConfigError(f"deepspeed.config_file: {file} does not exist")
+
+
+def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON config of a run: the user's file, or one generated from ``config``.
+
+    The learner drives batching itself (one micro-batch per ``backward``, boundaries set by
+    hand), so batch sizes are pinned to one per rank; it passes its own AdamW, so any
+    optimizer or scheduler section of the file is dropped.
+
+    Args:
+        config: The learner's settings.
+        world_size: Number of ranks.
+
+    Returns:
+        A config dictionary for ``deepspeed.initialize``.
+
+    >>> cfg = deepspeed_config(LearnerConfig(deepspeed=DeepSpeedSettings(zero_stage=3)), 2)
+    >>> cfg["zero_optimization"], cfg["train_batch_size"], cfg["gradient_clipping"]
+    ({'stage': 3}, 2, 1.0)
+    """
+    settings = config.deepspeed
+    data: dict[str, Any] = {}
+    if settings.config_file is not None:
+        data = json.loads(Path(settings.config_file).read_text())
+    for key in ("optimizer", "scheduler"):
+        data.pop(key, None)
+    if settings.zero_stage is not None:
+        data["zero_optimization"] = {
+            **data.get("zero_optimization", {}),
+            "stage": settings.zero_stage,
+        }
+    data.setdefault("bf16", {"enabled": config.dtype == "bfloat16"})
+    data.update(
+        train_batch_size=world_size,
+        train_micro_batch_size_per_gpu=1,
+        gradient_accumulation_steps=1,
+        gradient_clipping=config.optim.max_grad_norm,
+        steps_per_print=2**31 - 1,
+    )
+    return data
+
+
+def resume_mismatches(saved: dict[str, Any], config: LearnerConfig) -> list[str]:
+    """Keys whose value must not change across a resume but did (dotted names).
+
+    Args:
+        saved: The config saved with the checkpoint (``to_dict`` form).
+        config: The config of the resuming run.
+
+    Returns:
+        The differing keys, sorted.
+    """
+    current = to_dict(config)
+    return sorted(key for key in RESUME_KEYS if saved.get(key) != current.get(key))

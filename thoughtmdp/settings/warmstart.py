@@ -1,0 +1,126 @@
+"""The recipe of the embedded policy: a tiny Qwen2 model taught ArithChain from scratch.
+
+A recipe names everything that decides the model (task, traces, mistakes, architecture,
+optimiser, seed); the model is built once and cached under the user's cache directory in a
+folder named by the recipe's fingerprint, so changing any field builds a new model. No torch
+is imported here: the CLI validates a recipe before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thoughtmdp.errors import ConfigError
+from thoughtmdp.settings.convert import to_dict
+
+RECIPE_FORMAT = 1  # bump when the builder changes what a recipe produces
+CACHE_ENV = "THOUGHTMDP_CACHE"
+
+TINY_PROMPT = "Q: {question}\n"
+"""Rollout prompt of the embedded policy: a tiny model reads no instructions."""
+
+TINY_LOCALIZER = "Q: {question}\n{steps}\nFirst wrong step of {num_steps}:"
+"""Self-localisation prompt of the embedded policy (answered as `` \\boxed{N}``)."""
+
+
+@dataclass(frozen=True)
+class WarmStartRecipe:
+    r"""How the embedded policy is built: supervised training on ArithChain traces.
+
+    Traces are reference chains in which each step carries an injected mistake (off by 1 to
+    3) with probability ``error_rate``; later steps build on the wrong value, as a model's
+    would. A share ``localization_share`` of the examples instead show a failed chain and
+    answer which step went wrong first, as `` \boxed{N}``, so that the policy can localise
+    its own mistakes (imperfectly) for SRPO. In those chains the first wrong step is drawn
+    uniformly, so the answer has to come from checking the steps, not from where mistakes
+    usually are.
+
+    Attributes:
+        num_steps: Operations per ArithChain problem.
+        operators: Operators the problems use.
+        operand_range: Inclusive range of operands.
+        error_rate: Chance that a step of a training trace carries a mistake.
+        localization_share: Share of training examples that are localisation questions.
+        prompt_template: Rollout prompt (``{question}``).
+        localizer_template: Localisation prompt (``{question}``, ``{steps}``, ``{num_steps}``).
+        vocab_size: Target size of the byte-level BPE vocabulary.
+        hidden_size: Width of the residual stream.
+        num_layers: Decoder layers.
+        num_heads: Attention heads (head size ``hidden_size / num_heads`` >= 32 for vLLM).
+        intermediate_size: Width of the MLP.
+        steps: Optimiser steps.
+        batch_size: Examples per step.
+        lr: Peak learning rate of AdamW.
+        warmup_steps: Linear warm-up steps.
+        final_lr_ratio: Learning rate at the end, as a share of ``lr`` (cosine decay).
+        seed: Seed of the initialisation and of the data.
+        eval_problems: Held-out problems in the build report.
+    """
+
+    num_steps: int = 3
+    operators: str = "+-"
+    operand_range: tuple[int, int] = (1, 9)
+    error_rate: float = 0.3
+    localization_share: float = 0.5
+    prompt_template: str = TINY_PROMPT
+    localizer_template: str = TINY_LOCALIZER
+    vocab_size: int = 320
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 2
+    intermediate_size: int = 256
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    final_lr_ratio: float = 0.1
+    seed: int = 0
+    eval_problems: int = 400
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "localization_share", "final_lr_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"warmstart.{name}: expected 0..1, got {getattr(self, name)}")
+        for name in ("num_steps", "steps", "batch_size", "eval_problems", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"warmstart.{name}: expected 1 or more, got {getattr(self, name)}"
+                )
+        if self.hidden_size % self.num_heads or self.hidden_size // self.num_heads < 32:
+            raise ConfigError(
+                f"warmstart.num_heads: hidden_size / num_heads must be a whole number >= 32 "
+                f"(vLLM's CPU attention), got {self.hidden_size} / {self.num_heads}"
+            )
+
+    def task_options(self) -> dict[str, Any]:
+        """The ``arith_chain`` task options the model is trained for."""
+        return {
+            "num_steps": self.num_steps,
+            "operators": self.operators,
+            "operand_range": list(self.operand_range),
+            "prompt_template": self.prompt_template,
+            "localizer_template": self.localizer_template,
+        }
+
+    def fingerprint(self) -> str:
+        """A short hash of the recipe: the name of its cache folder."""
+        text = json.dumps({"format": RECIPE_FORMAT, **to_dict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """Where built models are kept: ``$THOUGHTMDP_CACHE``, else the XDG cache directory."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "thoughtmdp"
+
+
+def model_folder(recipe: WarmStartRecipe) -> Path:
+    """The cache folder of the model ``recipe`` builds (it may not exist yet)."""
+    return cache_root() / "warmstart" / recipe.fingerprint()
