@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from thoughtmdp.cli import main
-from thoughtmdp.commands.train import load_config, load_train_config
+from thoughtmdp.commands.config import load_config
+from thoughtmdp.commands.train import load_train_config
 from thoughtmdp.errors import ConfigError
 from thoughtmdp.settings.files import config_kind, read_config, shipped_configs
 from thoughtmdp.settings.loader import load

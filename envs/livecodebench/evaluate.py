@@ -1,4 +1,4 @@
-"""The ``thoughtmdp eval-code`` command: grade code samples of LiveCodeBench problems.
+"""Grading files of code samples of LiveCodeBench problems (``thoughtmdp eval-code``).
 
 Samples come in LiveCodeBench's custom-evaluation format, one object per problem:
 ``{"question_id": ..., "code_list": [program, ...]}`` (a ``.jsonl`` file or a ``.json``
@@ -208,8 +208,8 @@ def describe_isolation(isolation: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``eval-code`` with parsed arguments; returns the exit code."""
+def grade_files(args: argparse.Namespace) -> int:
+    """Grade the samples an ``eval-code`` command line names; returns the exit code."""
     from rich.console import Console
     from rich.progress import Progress
 

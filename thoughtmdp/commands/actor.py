@@ -7,34 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import sys
-from typing import Any
 
-from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.commands import Command, log_to_stderr
 from thoughtmdp.settings.actor import ActorConfig, check_ready
-from thoughtmdp.settings.arguments import add_settings_arguments
 from thoughtmdp.settings.loader import load
 
 
-def add_parser(commands: Any) -> None:
-    """Add the ``actor`` sub-command to an argparse sub-parsers object.
-
-    Args:
-        commands: The object ``ArgumentParser.add_subparsers`` returned.
-    """
-    parser = commands.add_parser(
-        "actor",
-        help="sample episodes with the latest adapter and stream them to the learner",
-        description=(
-            "Settings come from defaults < --config YAML < KEY=VALUE overrides (see "
-            "thoughtmdp.settings.actor.ActorConfig). Start one actor per shard, e.g. "
-            "`thoughtmdp actor --learner tcp://10.0.0.1:5555 model=/models/Qwen2.5 "
-            "shard=1 num_shards=4`; a restarted actor with the same name rejoins."
-        ),
-    )
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The actor's flag; its settings come with ``-c`` and ``KEY=VALUE``."""
     parser.add_argument("--learner", help="the learner's address, e.g. tcp://127.0.0.1:5555")
-    add_settings_arguments(parser, ActorConfig, "model=PATH task=math")
 
 
 def settings_from_args(args: argparse.Namespace) -> ActorConfig:
@@ -57,23 +38,26 @@ def settings_from_args(args: argparse.Namespace) -> ActorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the ``actor`` command.
-
-    Args:
-        args: The parsed command line.
-
-    Returns:
-        The exit code (2 for bad settings).
-    """
-    try:
-        config = settings_from_args(args)
-    except ThoughtMDPError as exc:
-        print(f"thoughtmdp actor: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Run the ``actor`` command; returns the exit code."""
+    config = settings_from_args(args)
+    log_to_stderr()
     from thoughtmdp.agents.process import run_actor
 
     code: int = run_actor(config)
     return code
+
+
+COMMAND = Command(
+    "actor",
+    help="sample episodes with the latest adapter and stream them to the learner",
+    run=run,
+    arguments=arguments,
+    description=(
+        "Settings come from defaults < --config YAML < KEY=VALUE overrides (see "
+        "thoughtmdp.settings.actor.ActorConfig). Start one actor per shard, e.g. "
+        "`thoughtmdp actor --learner tcp://10.0.0.1:5555 model=/models/Qwen2.5 "
+        "shard=1 num_shards=4`; a restarted actor with the same name rejoins."
+    ),
+    settings=ActorConfig,
+    example="model=PATH task=math",
+)

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from thoughtmdp.backend import SamplingParams
+from thoughtmdp.commands import Command
 from thoughtmdp.commands.eval import (
     add_rollout_arguments,
     check_adapter,
@@ -22,18 +23,8 @@ from thoughtmdp.errors import StepOracleUnavailable, ThoughtMDPError
 from thoughtmdp.evaluation.suite import sample_problems
 
 
-def add_parser(commands: Any) -> None:
-    """Add the ``audit-localization`` sub-command to an argparse sub-parsers object."""
-    parser = commands.add_parser(
-        "audit-localization",
-        help="compare the policy's self-localised error steps with a task's step oracle",
-        description=(
-            "Samples chains, asks the policy for the first wrong step of each failed one, "
-            "compares it with the task's oracle (deviation histogram, exact-match and clean "
-            "prefix rates) and resamples M suffixes from the self-localised reset state "
-            "(correction rates). Writes audit.json, audit.md and audit_records.jsonl."
-        ),
-    )
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``audit-localization``."""
     parser.add_argument("--model", required=True, help="base model folder (or vLLM model name)")
     parser.add_argument("--adapter", help="LoRA adapter folder of the policy to audit")
     parser.add_argument("--task", required=True, help="a task with a step oracle, e.g. arith_chain")
@@ -119,3 +110,17 @@ def _audit(
     paths = write_audit(result, summary, args.out)
     console.print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+COMMAND = Command(
+    "audit-localization",
+    help="compare the policy's self-localised error steps with a task's step oracle",
+    run=run,
+    arguments=arguments,
+    description=(
+        "Samples chains, asks the policy for the first wrong step of each failed one, "
+        "compares it with the task's oracle (deviation histogram, exact-match and clean "
+        "prefix rates) and resamples M suffixes from the self-localised reset state "
+        "(correction rates). Writes audit.json, audit.md and audit_records.jsonl."
+    ),
+)

@@ -8,19 +8,36 @@ resampled from the prefix before ``h*``.
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
+from thoughtmdp.commands import Command
 from thoughtmdp.mdp.env import ThoughtMDPEnv
 from thoughtmdp.types import PrefixState, Thought, Trajectory
 
 MAX_BASE_ROLLOUTS = 16
 
 
-def run_demo_command(args: Any) -> int:
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options: problem seed, chain length, slip rate, reset policy, suffixes."""
+    parser.add_argument("--seed", type=int, default=0, help="seed of problems and solver")
+    parser.add_argument("--num-steps", type=int, default=4, help="operations per problem")
+    parser.add_argument(
+        "--error-rate", type=float, default=0.25, help="solver's chance of a slip per step"
+    )
+    parser.add_argument(
+        "--reset-policy",
+        choices=["oracle", "uniform"],
+        default="oracle",
+        help="how the reset step is picked from the failed seed chain",
+    )
+    parser.add_argument(
+        "--suffixes", type=int, default=4, help="suffix rollouts from the reset state (M)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
     """``thoughtmdp demo``: :func:`run_demo` with the parsed arguments."""
     return run_demo(
         seed=args.seed,
@@ -39,6 +56,9 @@ def run_demo(
     suffixes: int = 4,
 ) -> int:
     """Print one episode; returns the exit code (1 when no rollout failed)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from thoughtmdp.envs.arith_chain import next_reference_thought
 
     console = Console()
@@ -94,3 +114,11 @@ def _pick_reset(
     start = PrefixState(env.problem.id)
     trajectory = Trajectory(start, tuple(Thought(t) for t in chain))
     return env.task.first_error_step(trajectory) or len(chain)
+
+
+COMMAND = Command(
+    "demo",
+    help="roll one reset episode through the ArithChain env with a scripted noisy solver",
+    run=run,
+    arguments=arguments,
+)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from thoughtmdp.commands import Command
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.evaluation.engine import EvalSettings, Method
 from thoughtmdp.evaluation.suite import (
@@ -29,17 +30,8 @@ from thoughtmdp.evaluation.suite import (
 BACKENDS = ("auto", "vllm", "transformers")
 
 
-def add_parser(commands: Any) -> None:
-    """Add the ``eval`` sub-command to an argparse sub-parsers object."""
-    parser = commands.add_parser(
-        "eval",
-        help="evaluate a model and its LoRA adapters on benchmark tasks (Table-3-style report)",
-        description=(
-            "Thought-level rollouts (the training prompt) on n items per task and seed, "
-            "pass rate per task, mean ± SD over a method's runs. Results go to --out: "
-            "results.md/.csv/.json and records.jsonl (per-item records; a rerun resumes)."
-        ),
-    )
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``eval``."""
     parser.add_argument("--model", required=True, help="base model folder (or vLLM model name)")
     parser.add_argument(
         "--adapter",
@@ -293,3 +285,16 @@ def _positive(flag: str, value: int) -> int:
     if value < 1:
         raise ThoughtMDPError(f"{flag} must be at least 1, got {value}")
     return value
+
+
+COMMAND = Command(
+    "eval",
+    help="evaluate a model and its LoRA adapters on benchmark tasks (Table-3-style report)",
+    run=run,
+    arguments=arguments,
+    description=(
+        "Thought-level rollouts (the training prompt) on n items per task and seed, "
+        "pass rate per task, mean ± SD over a method's runs. Results go to --out: "
+        "results.md/.csv/.json and records.jsonl (per-item records; a rerun resumes)."
+    ),
+)

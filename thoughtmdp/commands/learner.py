@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import sys
 from typing import Any
 
-from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.settings.arguments import add_settings_arguments
+from thoughtmdp.commands import Command, log_to_stderr
 from thoughtmdp.settings.learner import LearnerConfig, check_ready
 from thoughtmdp.settings.loader import load
 
 
-def add_parser(commands: Any) -> None:
-    """Add the ``learner`` sub-command to an argparse sub-parsers object."""
-    parser = commands.add_parser(
-        "learner",
-        help="train the LoRA policy on episodes streamed from actors; publish adapter versions",
-        description=(
-            "Settings come from defaults < --config YAML < KEY=VALUE overrides (see "
-            "thoughtmdp.settings.learner.LearnerConfig). Several ranks: start it under the "
-            "DeepSpeed launcher with deepspeed.zero_stage=2 or 3, e.g. `deepspeed --num_gpus 2 "
-            "--no_local_rank $(which thoughtmdp) learner bind=tcp://127.0.0.1:5555 "
-            "deepspeed.zero_stage=3 ...` (write bind=, not --bind: the launcher would take "
-            "--bind for its own --bind_cores_to_rank)."
-        ),
-    )
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The learner's flags; its settings come with ``-c`` and ``KEY=VALUE``."""
     parser.add_argument("--bind", help="address to bind for actors, e.g. tcp://127.0.0.1:5555")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the latest complete checkpoint"
@@ -38,7 +23,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow binding a non-loopback address"
     )
-    add_settings_arguments(parser, LearnerConfig, "model=PATH optim.lr=1e-5")
 
 
 def settings_from_args(args: argparse.Namespace) -> LearnerConfig:
@@ -61,16 +45,28 @@ def settings_from_args(args: argparse.Namespace) -> LearnerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the ``learner`` command; returns the exit code (2 for bad settings)."""
-    try:
-        config = settings_from_args(args)
-    except ThoughtMDPError as exc:
-        print(f"thoughtmdp learner: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Run the ``learner`` command; returns the exit code."""
+    config = settings_from_args(args)
+    log_to_stderr()
     from thoughtmdp.learners.process import run_learner
 
     code: int = run_learner(config)
     return code
+
+
+COMMAND = Command(
+    "learner",
+    help="train the LoRA policy on episodes streamed from actors; publish adapter versions",
+    run=run,
+    arguments=arguments,
+    description=(
+        "Settings come from defaults < --config YAML < KEY=VALUE overrides (see "
+        "thoughtmdp.settings.learner.LearnerConfig). Several ranks: start it under the "
+        "DeepSpeed launcher with deepspeed.zero_stage=2 or 3, e.g. `deepspeed --num_gpus 2 "
+        "--no_local_rank $(which thoughtmdp) learner bind=tcp://127.0.0.1:5555 "
+        "deepspeed.zero_stage=3 ...` (write bind=, not --bind: the launcher would take "
+        "--bind for its own --bind_cores_to_rank)."
+    ),
+    settings=LearnerConfig,
+    example="model=PATH optim.lr=1e-5",
+)

@@ -5,20 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+
+from thoughtmdp.commands import Command
 
 
-def add_parser(commands: Any) -> None:
-    """Add the ``plot`` sub-command to an argparse sub-parsers object."""
-    parser = commands.add_parser(
-        "plot",
-        help="draw PNG plots of one or more run folders (overlaid)",
-        description=(
-            "Held-out and training reward against samples and wall-clock, reset positions, "
-            "correction rates from clean and erroneous prefixes, the reset group's pass rate, "
-            "the gradient-signal ratio and a per-thought gradient-signal map."
-        ),
-    )
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The run folders and where the PNGs go."""
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
     parser.add_argument(
         "--out", type=Path, help="folder for the PNGs (default: RUN_DIR/plots, or ./plots)"
@@ -38,3 +30,16 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+COMMAND = Command(
+    "plot",
+    help="draw PNG plots of one or more run folders (overlaid)",
+    run=run,
+    arguments=arguments,
+    description=(
+        "Held-out and training reward against samples and wall-clock, reset positions, "
+        "correction rates from clean and erroneous prefixes, the reset group's pass rate, "
+        "the gradient-signal ratio and a per-thought gradient-signal map."
+    ),
+)

@@ -156,13 +156,6 @@ for _name, _target in BUILTIN_TASKS.items():
     register_task(_name, _target)
 
 
-def run_tasks_command(args: Any) -> int:
-    """``thoughtmdp tasks``: print :func:`describe_tasks`."""
-    for line in describe_tasks():
-        print(line)
-    return 0
-
-
 def describe_tasks() -> list[str]:
     """One line per registered task: its name and the first line of its docstring."""
     lines = []

@@ -106,7 +106,7 @@ def _ensure_model(resolved: TrainConfig, console: Any) -> dict[str, Any] | None:
     """Build or find the embedded policy; ``None`` for a user's model."""
     if not resolved.embedded:
         return None
-    from thoughtmdp.commands.warmstart import warm_start_with_progress
+    from thoughtmdp.training.warm_start import warm_start_with_progress
 
     report: dict[str, Any] = warm_start_with_progress(resolved.warmstart, console)
     return report
