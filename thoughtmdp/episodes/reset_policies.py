@@ -2,7 +2,7 @@
 
 ``none`` is GRPO (no reset group), ``uniform`` is RRPO, ``self`` is SRPO (the policy names its
 own first wrong step) and ``oracle`` asks the task. Users add theirs with
-:func:`register_reset_policy` or the entry-point group ``thoughtmdp.episodes.reset_policies``.
+:func:`register_reset_policy` or the entry-point group ``thoughtmdp.reset_policies``.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class SelfLocalization(ResetPolicy):
 
 
 RESET_POLICIES: Registry[type[ResetPolicy] | Any] = Registry(
-    "reset policy", entry_point_group="thoughtmdp.episodes.reset_policies"
+    "reset policy", entry_point_group="thoughtmdp.reset_policies"
 )
 """All registered reset policies (built-ins, :func:`register_reset_policy`, entry points)."""
 
