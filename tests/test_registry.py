@@ -139,22 +139,3 @@ def test_describe_tasks_survives_a_broken_entry():
 def test_bad_name_rejected():
     with pytest.raises(ThoughtMDPError, match=r"^a task name must be a non-empty str, got ''$"):
         register_task("", "collections:OrderedDict")
-
-
-def test_third_party_reset_policy_through_entry_point(tmp_path):
-    """A distribution declaring `thoughtmdp.reset_policies` is found by name."""
-    dist = tmp_path / "my_resets-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-resets\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[thoughtmdp.reset_policies]\nlast = thoughtmdp.episodes.reset_policies:OracleReset\n"
-    )
-    script = "import thoughtmdp\nprint(type(thoughtmdp.make_reset_policy('last')).__name__)\n"
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={"PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout == "OracleReset\n"

@@ -173,7 +173,7 @@ def test_custom_policy_through_entry_point(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-resets\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[thoughtmdp.episodes.reset_policies]\nsecond = my_resets:Second\n"
+        "[thoughtmdp.reset_policies]\nsecond = my_resets:Second\n"
     )
     script = textwrap.dedent(
         """

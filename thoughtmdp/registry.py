@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 from thoughtmdp.errors import ThoughtMDPError, UnknownNameError
 
@@ -49,12 +48,6 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._entries: dict[str, T | str] = {}
         self._entry_points_read = False
-
-    @overload
-    def register(self, name: str) -> Callable[[T], T]: ...
-
-    @overload
-    def register(self, name: str, target: T | str) -> T | str: ...
 
     def register(self, name: str, target: T | str | None = None) -> Any:
         """Register ``target`` under ``name``; without ``target``, return a decorator.

@@ -314,8 +314,6 @@ def register_answer_type(name: str, target: Any = None) -> Any:
     Returns:
         ``target``, or a decorator when it is omitted.
     """
-    if target is None:
-        return ANSWER_TYPES.register(name)
     return ANSWER_TYPES.register(name, target)
 
 

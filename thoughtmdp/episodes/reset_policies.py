@@ -174,8 +174,6 @@ def register_reset_policy(name: str, target: Any = None) -> Any:
     >>> type(make_reset_policy("last")).__name__
     'LastThought'
     """
-    if target is None:
-        return RESET_POLICIES.register(name)
     return RESET_POLICIES.register(name, target)
 
 

@@ -124,8 +124,6 @@ def register_task(name: str, target: TaskFactory | str | None = None) -> Any:
     >>> make_task("always_right").problems("test")[0].id
     'test/0'
     """
-    if target is None:
-        return TASKS.register(name)
     return TASKS.register(name, target)
 
 
