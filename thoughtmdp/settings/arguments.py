@@ -17,7 +17,7 @@ def describe_settings(cls: type, prefix: str = "") -> list[str]:
     >>> describe_settings(EpisodeConfig)[0]
     'base_group_size = 4: G1, rollouts from the prompt that form the base group.'
     """
-    docs = _attribute_docs(cls.__doc__ or "")
+    docs = attribute_docs(cls.__doc__ or "")
     lines = []
     for item in dataclasses.fields(cls):
         factory: Any = item.default_factory
@@ -31,8 +31,8 @@ def describe_settings(cls: type, prefix: str = "") -> list[str]:
     return lines
 
 
-def _attribute_docs(doc: str) -> dict[str, str]:
-    """``{name: text}`` of a Google-style ``Attributes:`` section."""
+def attribute_docs(doc: str) -> dict[str, str]:
+    """``{name: text}`` of a Google-style ``Attributes:`` section (a dataclass's field docs)."""
     docs: dict[str, str] = {}
     name = None
     for line in doc.split("Attributes:", 1)[-1].splitlines():
