@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from scripted_arith import split_context
 
-from thoughtmdp import SamplingParams, ThoughtMDPEnv
+from thoughtmdp import SamplingParams
 from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.cli import main
 from thoughtmdp.envs.arith_chain import ArithChainTask, next_reference_thought
@@ -19,7 +19,9 @@ from thoughtmdp.envs.math.qa import QATask
 from thoughtmdp.errors import StepOracleUnavailable
 from thoughtmdp.evaluation.audit import AuditSettings, audit_localization
 from thoughtmdp.evaluation.audit_report import audit_summary, write_audit
+from thoughtmdp.evaluation.engine import EvalEngine
 from thoughtmdp.runs.stats import wilson_interval
+from thoughtmdp.settings.evaluation import EvalSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
@@ -58,13 +60,8 @@ def test_audit_numbers_on_scripted_chains(tokenizer, tmp_path):
         return rf"The first slip is here. \boxed{{{answers[question]}}}"
 
     backend = ScriptedBackend(tokenizer, SlipOnce(task, {problems[4].question}), localize)
-    settings = AuditSettings(suffixes=2, sampling=SamplingParams(temperature=0.7, max_tokens=64))
-    result = asyncio.run(
-        audit_localization(
-            task, backend, lambda: ThoughtMDPEnv(task, split="test", tokenizer=tokenizer),
-            problems, settings,
-        )
-    )  # fmt: skip
+    engine = EvalEngine(backend, task, EvalSettings(temperature=0.7, max_tokens=64))
+    result = asyncio.run(audit_localization(engine, problems, AuditSettings(suffixes=2)))
     assert (result.chains, result.failed) == (5, 4)  # the solid problem's chain passes
     records = {r.problem_id: r for r in result.records}
     assert [(r.self_index, r.oracle_index, r.deviation, r.clean) for r in records.values()] == [
@@ -124,7 +121,9 @@ def test_audit_needs_a_step_oracle(tokenizer):
     task = QATask(FIXTURES / "strategyqa.jsonl", preset="strategyqa")
     backend = ScriptedBackend(tokenizer, lambda context, sampling: "")
     with pytest.raises(StepOracleUnavailable, match="^task 'qa' has no step oracle"):
-        asyncio.run(audit_localization(task, backend, lambda: None, [], AuditSettings()))
+        asyncio.run(
+            audit_localization(EvalEngine(backend, task, EvalSettings()), [], AuditSettings())
+        )
 
 
 def test_audit_command_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):

@@ -12,7 +12,7 @@ import pytest
 from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.cli import main
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.evaluation.engine import EvalResult, EvalSettings, Method, Run, evaluate
+from thoughtmdp.evaluation.benchmark import EvalResult, Method, Run, evaluate
 from thoughtmdp.evaluation.records import ItemRecord, RecordStore, ResumeMismatch
 from thoughtmdp.evaluation.report import Cell, build_report, run_value, to_csv, to_markdown
 from thoughtmdp.evaluation.suite import (
@@ -23,6 +23,7 @@ from thoughtmdp.evaluation.suite import (
     sample_problems,
     suite_for_tasks,
 )
+from thoughtmdp.settings.evaluation import EvalSettings
 from thoughtmdp.types import Problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

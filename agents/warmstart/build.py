@@ -49,7 +49,7 @@ class WarmStart:
 
     Attributes:
         folder: The model folder (weights, tokenizer, ``recipe.json``, ``report.json``).
-        report: The build report (see :func:`thoughtmdp.evaluation.heldout.warm_start_report`).
+        report: The build report (see :mod:`thoughtmdp.agents.warmstart.report`).
         built: Whether this call built it (``False``: it came from the cache).
     """
 
@@ -108,7 +108,7 @@ def build_warm_start(
     Returns:
         The report, also written to ``folder/report.json``.
     """
-    from thoughtmdp.evaluation.heldout import warm_start_report
+    from thoughtmdp.agents.warmstart.report import warm_start_report
 
     started = time.perf_counter()
     task = recipe_task(recipe)

@@ -11,16 +11,14 @@ import asyncio
 import sys
 from typing import Any
 
-from thoughtmdp.backend import SamplingParams
 from thoughtmdp.commands import Command
-from thoughtmdp.commands.eval import (
-    add_rollout_arguments,
-    check_adapter,
-    make_backend,
-    select_suite,
-)
+from thoughtmdp.commands.eval import add_backend_arguments, check_adapter, select_suite
 from thoughtmdp.errors import StepOracleUnavailable, ThoughtMDPError
 from thoughtmdp.evaluation.suite import sample_problems
+from thoughtmdp.settings.evaluation import EvalSettings, add_eval_arguments, eval_settings_from_args
+
+CHAINS = EvalSettings(temperature=0.7, top_p=0.95)
+"""Chains are sampled as training samples them (the failures are the policy's own)."""
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +29,14 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="suite whose entry --task names (default: paper)")
     parser.add_argument("--data-dir", help="folder of the suite's data files")
     parser.add_argument("--n", type=int, default=100, help="problems sampled")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the problem sample")
-    parser.add_argument("--samples", type=int, default=1, help="chains per problem")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the problem sample and of the chains"
+    )
     parser.add_argument("--suffixes", type=int, default=4, help="suffixes per reset (M; 0: none)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="chain temperature")
-    parser.add_argument("--top-p", type=float, default=0.95, help="chain nucleus mass")
     parser.add_argument("--localizer-max-tokens", type=int, default=512, help="localiser answer")
     parser.add_argument("--out", default="audit_results", help="output folder")
-    add_rollout_arguments(parser)
+    add_eval_arguments(parser, CHAINS)
+    add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         entry = select_suite(args.suite, args.task, args.data_dir).tasks[0]
         adapters = [check_adapter(args.adapter)] if args.adapter else []
-        if args.n < 1 or args.samples < 1 or args.suffixes < 0:
-            raise ThoughtMDPError("--n and --samples must be at least 1, --suffixes at least 0")
+        if args.n < 1 or args.suffixes < 0:
+            raise ThoughtMDPError("--n must be at least 1, --suffixes at least 0")
+        settings = eval_settings_from_args(args, CHAINS, sampling_seed=args.seed)
         task = entry.build()
         if not task.has_step_oracle:
             task.close()
@@ -58,51 +57,40 @@ def run(args: argparse.Namespace) -> int:
     except (ThoughtMDPError, FileNotFoundError, ValueError) as exc:
         print(f"thoughtmdp audit-localization: error: {exc}", file=sys.stderr)
         return 2
-    backend, kind = make_backend(args.model, args.backend, args.device, adapters)
+    from thoughtmdp.evaluation.backends import make_backend
+
+    backend, kind = make_backend(args.model, args.backend, adapters=adapters, device=args.device)
     try:
-        return _audit(args, task, backend, kind, adapters)
+        return _audit(args, settings, task, backend, kind, adapters)
     finally:
         task.close()
         backend.close()
 
 
 def _audit(
-    args: argparse.Namespace, task: Any, backend: Any, kind: str, adapters: list[str]
+    args: argparse.Namespace,
+    settings: EvalSettings,
+    task: Any,
+    backend: Any,
+    kind: str,
+    adapters: list[str],
 ) -> int:
     from rich.console import Console
     from rich.markdown import Markdown
 
     from thoughtmdp.evaluation.audit import AuditSettings, audit_localization
     from thoughtmdp.evaluation.audit_report import audit_markdown, audit_summary, write_audit
-    from thoughtmdp.evaluation.engine import evaluation_split, use_adapter
-    from thoughtmdp.mdp.env import ThoughtMDPEnv
+    from thoughtmdp.evaluation.engine import EvalEngine, use_adapter
 
     console = Console()
     console.print(f"backend: {kind} · model: {args.model} · task: {args.task}")
-    settings = AuditSettings(
-        samples=args.samples,
-        suffixes=args.suffixes,
-        sampling=SamplingParams(
-            temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens
-        ),
-        localizer_max_tokens=args.localizer_max_tokens,
-        seed=args.seed,
-        concurrency=args.concurrency,
-    )
-    problems = sample_problems(task.problems(evaluation_split(task)), args.n, args.seed)
-
-    def make_env() -> ThoughtMDPEnv:
-        return ThoughtMDPEnv(
-            task,
-            split=evaluation_split(task),
-            tokenizer=backend.tokenizer,
-            max_thoughts=args.max_thoughts,
-            max_total_tokens=args.max_total_tokens,
-        )
+    audit = AuditSettings(suffixes=args.suffixes, localizer_max_tokens=args.localizer_max_tokens)
 
     async def main() -> Any:
         await use_adapter(backend, adapters[0] if adapters else None)
-        return await audit_localization(task, backend, make_env, problems, settings)
+        engine = EvalEngine(backend, task, settings)
+        problems = sample_problems(task.problems(engine.split), args.n, args.seed)
+        return await audit_localization(engine, problems, audit)
 
     result = asyncio.run(main())
     summary = audit_summary(result)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import json
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -18,7 +16,8 @@ from typing import Any
 
 from thoughtmdp.commands import Command
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.evaluation.engine import EvalSettings, Method
+from thoughtmdp.evaluation.backends import BACKENDS
+from thoughtmdp.evaluation.benchmark import Method
 from thoughtmdp.evaluation.suite import (
     DATA_DIR_ENV,
     Suite,
@@ -26,8 +25,7 @@ from thoughtmdp.evaluation.suite import (
     resolve_data,
     suite_for_tasks,
 )
-
-BACKENDS = ("auto", "vllm", "transformers")
+from thoughtmdp.settings.evaluation import EvalSettings, add_eval_arguments, eval_settings_from_args
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,21 +49,13 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, help="items per task and seed (default: the suite's)")
     parser.add_argument("--seeds", help="comma-separated item-sample seeds (default: the suite's)")
     parser.add_argument("--out", default="eval_results", help="output folder (resumed if present)")
-    parser.add_argument("--samples", type=int, default=1, help="rollouts per item (n of pass@k)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass when sampling")
     parser.add_argument("-k", default="1", help="comma-separated k of pass@k (each <= --samples)")
-    add_rollout_arguments(parser)
+    add_eval_arguments(parser, EvalSettings())
+    add_backend_arguments(parser)
 
 
-def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
-    """Chain caps and backend choice, shared by ``eval`` and ``audit-localization``."""
-    parser.add_argument("--max-thoughts", type=int, default=20, help="chain cap")
-    parser.add_argument("--max-tokens", type=int, default=256, help="tokens per thought")
-    parser.add_argument(
-        "--max-total-tokens", type=int, default=4096, help="thought tokens per chain"
-    )
-    parser.add_argument("--concurrency", type=int, default=64, help="rollouts in flight")
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """The backend choice, shared by ``eval`` and ``audit-localization``."""
     parser.add_argument(
         "--backend", choices=BACKENDS, default="auto", help="auto: vLLM when installed"
     )
@@ -105,15 +95,7 @@ def plan_from_args(args: argparse.Namespace) -> EvalPlan:
         suite = replace(suite, n=args.n, tasks=tuple(replace(e, n=None) for e in suite.tasks))
     if args.seeds is not None:
         suite = replace(suite, seeds=parse_ints("--seeds", args.seeds))
-    settings = EvalSettings(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        samples=_positive("--samples", args.samples),
-        max_thoughts=_positive("--max-thoughts", args.max_thoughts),
-        max_tokens=_positive("--max-tokens", args.max_tokens),
-        max_total_tokens=_positive("--max-total-tokens", args.max_total_tokens),
-        concurrency=_positive("--concurrency", args.concurrency),
-    )
+    settings = eval_settings_from_args(args, EvalSettings())
     ks = parse_ints("-k", args.k)
     if any(not 1 <= k <= settings.samples for k in ks):
         raise ThoughtMDPError(f"each k must be in 1..--samples ({settings.samples}), got {ks}")
@@ -187,32 +169,6 @@ def parse_ints(flag: str, text: str) -> tuple[int, ...]:
     return values
 
 
-def make_backend(model: str, choice: str, device: str, adapters: list[str]) -> tuple[Any, str]:
-    """The policy backend: vLLM when installed (``auto``), else transformers.
-
-    Args:
-        model: The base model.
-        choice: ``"auto"``, ``"vllm"`` or ``"transformers"``.
-        device: Torch device of the transformers backend.
-        adapters: Adapter folders to be loaded (their largest rank sizes vLLM's LoRA slots).
-
-    Returns:
-        The backend and the name of its kind.
-    """
-    if choice == "auto":
-        found = importlib.util.find_spec("vllm") is not None
-        has_backend = importlib.util.find_spec("thoughtmdp.agents.backends.vllm") is not None
-        choice = "vllm" if found and has_backend else "transformers"
-    if choice == "vllm":
-        from thoughtmdp.agents.backends.vllm import VLLMBackend
-
-        ranks = [json.loads((Path(a) / "adapter_config.json").read_text())["r"] for a in adapters]
-        return VLLMBackend(model, lora_rank=max(ranks, default=8)), "vllm"
-    from thoughtmdp.agents.backends.transformers import TransformersBackend
-
-    return TransformersBackend(model, device=device), "transformers"
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``thoughtmdp eval``; returns the exit code (2 for a bad command line)."""
     from thoughtmdp.evaluation.records import RecordStore
@@ -226,8 +182,10 @@ def run(args: argparse.Namespace) -> int:
         _close(tasks.values())
         print(f"thoughtmdp eval: error: {exc}", file=sys.stderr)
         return 2
+    from thoughtmdp.evaluation.backends import make_backend
+
     adapters = [a for m in plan.methods for a in m.adapters if a is not None]
-    backend, kind = make_backend(plan.model, args.backend, args.device, adapters)
+    backend, kind = make_backend(plan.model, args.backend, adapters=adapters, device=args.device)
     try:
         return _evaluate(plan, tasks, store, backend, kind)
     finally:
@@ -248,7 +206,7 @@ def _evaluate(plan: EvalPlan, tasks: dict[str, Any], store: Any, backend: Any, k
     from rich.console import Console
     from rich.progress import Progress
 
-    from thoughtmdp.evaluation.engine import evaluate
+    from thoughtmdp.evaluation.benchmark import evaluate
     from thoughtmdp.evaluation.report import build_report, to_rich, write_report
 
     console = Console()

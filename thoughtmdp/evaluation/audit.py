@@ -4,52 +4,42 @@ For each failed chain the policy names its first wrong step (the SRPO localiser 
 :class:`~thoughtmdp.episodes.reset_policies.SelfLocalization`) and the task's
 :meth:`~thoughtmdp.VerifiableTask.first_error_step` names the true one. Optionally ``M``
 suffixes are resampled from the self-localised reset state, to measure how often a reset
-there corrects the chain. Summaries are in :mod:`thoughtmdp.evaluation.audit_report`.
+there corrects the chain. Chains and suffixes are rolled out by the evaluation engine
+(:class:`~thoughtmdp.evaluation.engine.EvalEngine`); summaries are in
+:mod:`thoughtmdp.evaluation.audit_report`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from thoughtmdp.backend import PolicyBackend, SamplingParams
 from thoughtmdp.episodes.metrics import is_clean_prefix
 from thoughtmdp.episodes.reset_policies import ResetContext, SelfLocalization
-from thoughtmdp.episodes.rollout import rollout
+from thoughtmdp.episodes.rollout import SEED_MODULUS
 from thoughtmdp.errors import StepOracleUnavailable
+from thoughtmdp.evaluation.engine import EvalEngine
 from thoughtmdp.evaluation.records import PASS_REWARD
-from thoughtmdp.mdp.env import ThoughtMDPEnv
-from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.types import PrefixState, Problem, ResetRecord, Trajectory
 
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """How chains are sampled, localised and resampled.
+    """How failed chains are localised and resampled (the engine's settings sample the chains).
 
     Attributes:
-        samples: Chains sampled per problem.
         suffixes: Suffix rollouts from each self-localised reset state (``M``; 0: none).
-        sampling: Sampling of the chains' and suffixes' thoughts.
         localizer_max_tokens: Longest localiser answer.
         localizer_temperature: Temperature of the localiser (0 = greedy).
-        seed: Seed of the request seeds.
-        concurrency: Problems audited at once.
     """
 
-    samples: int = 1
     suffixes: int = 4
-    sampling: SamplingParams = field(
-        default_factory=lambda: SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256)
-    )
     localizer_max_tokens: int = 512
     localizer_temperature: float = 0.0
-    seed: int = 0
-    concurrency: int = 16
 
 
 @dataclass(frozen=True)
@@ -108,20 +98,15 @@ class AuditResult:
 
 
 async def audit_localization(
-    task: VerifiableTask,
-    backend: PolicyBackend,
-    make_env: Callable[[], ThoughtMDPEnv],
-    problems: Sequence[Problem],
-    settings: AuditSettings,
+    engine: EvalEngine, problems: Sequence[Problem], settings: AuditSettings
 ) -> AuditResult:
-    """Sample chains, localise the failed ones and compare with the oracle.
+    """Sample chains with the engine, localise the failed ones and compare with the oracle.
 
     Args:
-        task: A task with a step oracle.
-        backend: The policy (sampler and localiser).
-        make_env: A fresh env with a tokenizer, one per rollout.
+        engine: The policy (sampler and localiser), a task with a step oracle, and how chains
+            and suffixes are sampled (``samples`` chains per problem).
         problems: The problems to sample chains for.
-        settings: Sampling, localiser and suffix settings.
+        settings: Localiser and suffix settings.
 
     Returns:
         The counts and one record per failed chain, in problem order.
@@ -129,23 +114,17 @@ async def audit_localization(
     Raises:
         StepOracleUnavailable: If the task has no step oracle.
     """
-    if not task.has_step_oracle:
+    if not engine.task.has_step_oracle:
         raise StepOracleUnavailable(
-            f"task {task.name!r} has no step oracle (first_error_step); the audit needs one"
+            f"task {engine.task.name!r} has no step oracle (first_error_step); the audit needs one"
         )
     localizer = SelfLocalization(
         fallback="skip",
         temperature=settings.localizer_temperature,
         max_tokens=settings.localizer_max_tokens,
     )
-    slots = asyncio.Semaphore(settings.concurrency)
-    auditor = _Auditor(task, backend, make_env, settings, localizer)
-
-    async def one(problem: Problem, sample: int) -> tuple[bool, LocalizationRecord | None]:
-        async with slots:
-            return await auditor.chain(problem, sample)
-
-    outcomes = await asyncio.gather(*(one(p, s) for p in problems for s in range(settings.samples)))
+    auditor = _Auditor(engine, settings.suffixes, localizer)
+    outcomes = await asyncio.gather(*(auditor.chain(p, s) for p, s in engine.jobs(problems)))
     result = AuditResult(chains=len(outcomes))
     for failed, record in outcomes:
         result.failed += failed
@@ -156,21 +135,19 @@ async def audit_localization(
 
 @dataclass
 class _Auditor:
-    task: VerifiableTask
-    backend: PolicyBackend
-    make_env: Callable[[], ThoughtMDPEnv]
-    settings: AuditSettings
+    engine: EvalEngine
+    suffixes: int
     localizer: SelfLocalization
 
     async def chain(self, problem: Problem, sample: int) -> tuple[bool, LocalizationRecord | None]:
-        seed = _seed(self.settings.seed, problem.id, sample)
-        sampling = replace(self.settings.sampling, seed=seed)
-        trajectory = await rollout(self.make_env(), self.backend, problem.id, sampling)
+        engine = self.engine
+        seed = engine.request_seed(problem.id, sample)
+        trajectory = await engine.rollout(problem.id, seed)
         if trajectory.reward >= PASS_REWARD:
             return False, None
-        context = ResetContext(trajectory, self.task, self.backend, np.random.default_rng(seed))
+        context = ResetContext(trajectory, engine.task, engine.backend, np.random.default_rng(seed))
         decision = await self.localizer.decide(context)
-        oracle = self.task.first_error_step(trajectory)
+        oracle = engine.task.first_error_step(trajectory)
         suffixes: tuple[float, ...] = ()
         if decision.reset_index is not None:
             suffixes = await self._suffixes(trajectory, decision.reset_index, seed)
@@ -193,17 +170,9 @@ class _Auditor:
         prefix = PrefixState(
             start.problem_id, start.prompt_token_ids, seed_chain.all_thoughts[: reset_index - 1]
         )
-        runs = [
-            rollout(
-                self.make_env(),
-                self.backend,
-                prefix,
-                replace(self.settings.sampling, seed=_seed(seed, "suffix", j)),
-            )
-            for j in range(self.settings.suffixes)
-        ]
+        runs = [self.engine.rollout(prefix, _suffix_seed(seed, j)) for j in range(self.suffixes)]
         return tuple(t.reward for t in await asyncio.gather(*runs))
 
 
-def _seed(base: int, name: str, index: int) -> int:
-    return zlib.crc32(f"{base}/{name}/{index}".encode()) % 2**31
+def _suffix_seed(chain_seed: int, index: int) -> int:
+    return zlib.crc32(f"{chain_seed}/suffix/{index}".encode()) % SEED_MODULUS

@@ -59,6 +59,30 @@ def audit_summary(result: AuditResult) -> dict[str, Any]:
     }
 
 
+def localization_summary(records: Sequence[LocalizationRecord]) -> dict[str, Any]:
+    """Exact match of self-localisation against the oracle, beside the uniform baseline.
+
+    An answer that names no valid step counts as a miss; chains the oracle finds no wrong
+    step in are left out.
+
+    Args:
+        records: The audit's records.
+
+    Returns:
+        ``chains``, ``exact_match_rate``, ``uniform_baseline`` (``mean(1 / H_s)``) and
+        ``parse_fail_rate``; rates are ``None`` without chains.
+    """
+    judged = [r for r in records if r.oracle_index is not None]
+    if not judged:
+        return {"chains": 0, "exact_match_rate": None, "uniform_baseline": None}
+    return {
+        "chains": len(judged),
+        "exact_match_rate": _rate([r.self_index == r.oracle_index for r in judged]),
+        "uniform_baseline": _mean([1 / r.seed_length for r in judged]),
+        "parse_fail_rate": _rate([r.parse_status != "ok" for r in judged]),
+    }
+
+
 def audit_markdown(summary: dict[str, Any]) -> str:
     """The summary as Markdown: headline numbers, then one table per panel of Fig. 4.
 

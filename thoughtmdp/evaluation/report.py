@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from thoughtmdp.evaluation.engine import EvalResult, Run
+from thoughtmdp.evaluation.benchmark import EvalResult, Run
 from thoughtmdp.runs.stats import pass_at_k
 
 MARKDOWN = "results.md"
@@ -114,7 +114,7 @@ def build_report(
     """The cells of every metric from an evaluation's runs and records.
 
     Args:
-        result: What :func:`~thoughtmdp.evaluation.engine.evaluate` returned.
+        result: What :func:`~thoughtmdp.evaluation.benchmark.evaluate` returned.
         ks: The k values to report (each at most ``samples``).
         samples: Rollouts per item.
         settings: Stored with the report.

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from thoughtmdp.errors import ConfigError
 from thoughtmdp.settings.actor import ActorConfig, SamplingSettings
 from thoughtmdp.settings.convert import to_dict
+from thoughtmdp.settings.evaluation import EvalSettings
 from thoughtmdp.settings.learner import LearnerConfig, LoraSettings, OptimSettings
 from thoughtmdp.settings.warmstart import WarmStartRecipe, model_folder
 
@@ -84,6 +85,15 @@ class HeldoutSettings:
                 raise ConfigError(f"heldout.{name}: expected 0 or more, got {getattr(self, name)}")
         if self.concurrency < 1:
             raise ConfigError(f"heldout.concurrency: expected 1 or more, got {self.concurrency}")
+
+    def eval_settings(self, actor: ActorConfig) -> EvalSettings:
+        """Greedy rollouts capped as the actors cap their chains (thought tokens and count)."""
+        return EvalSettings(
+            max_tokens=actor.sampling.max_tokens,
+            max_thoughts=actor.max_thoughts,
+            max_total_tokens=actor.max_total_tokens,
+            concurrency=self.concurrency,
+        )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ and the plots are written. Every phase's output lands in the run folder as it is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -133,30 +134,37 @@ class HeldoutEvaluator:
         settings = self.resolved.heldout
         if not settings.problems or not versions:
             return
-        from thoughtmdp.evaluation.heldout import evaluate_versions
-
         adapters = [(v, None if v == 0 else _adapter_folder(self.run_dir, v)) for v in versions]
         label = f"evaluating {len(adapters)} version(s) on {settings.problems} problems"
         with self.console.status(label):
-            evaluate_versions(self._spec(), adapters, self._record)
+            self._evaluate(adapters)
 
-    def _spec(self) -> Any:
-        from thoughtmdp.evaluation.heldout import HeldoutSpec
+    def _evaluate(self, adapters: list[tuple[int, Path | None]]) -> None:
+        from thoughtmdp.evaluation.backends import make_backend
+        from thoughtmdp.evaluation.engine import EvalEngine
+        from thoughtmdp.evaluation.heldout import evaluate_versions
+        from thoughtmdp.mdp.task import make_task
 
         actor, settings = self.resolved.actor, self.resolved.heldout
-        return HeldoutSpec(
-            model=self.resolved.learner.model,
-            task=actor.task,
-            task_options=actor.task_options,
-            split=settings.split,
-            problems=settings.problems,
-            max_thoughts=actor.max_thoughts,
-            max_total_tokens=actor.max_total_tokens,
-            max_tokens=actor.sampling.max_tokens,
-            backend=settings.backend,
-            concurrency=settings.concurrency,
+        task = make_task(actor.task, **actor.task_options)
+        backend, _ = make_backend(
+            self.resolved.learner.model,
+            settings.backend,
+            adapters=[folder for _, folder in adapters if folder is not None],
+            max_batch_size=settings.concurrency,
             engine_options=actor.engine_options,
         )
+        problems = task.problems(settings.split)[: settings.problems]
+
+        async def run_all() -> None:  # the engine's slots belong to this event loop
+            engine = EvalEngine(backend, task, settings.eval_settings(actor), split=settings.split)
+            await evaluate_versions(engine, problems, adapters, self._record)
+
+        try:
+            asyncio.run(run_all())
+        finally:
+            backend.close()
+            task.close()
 
     def _record(self, version: int, result: Any) -> None:
         self.results[version] = heldout_record(result)
