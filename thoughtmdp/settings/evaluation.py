@@ -88,12 +88,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser, defaults: EvalSettings) 
     """
     docs = attribute_docs(EvalSettings.__doc__ or "")
     for name in OPTIONS:
-        default = getattr(defaults, name)
+        default, text = getattr(defaults, name), docs[name].rstrip(".")
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             type=type(getattr(EvalSettings(), name)),  # every option's default is set
             default=default,
-            help=f"{docs[name]} (default: {default})",
+            help=f"{text[0].lower()}{text[1:]}; default {default}",
         )
 
 
