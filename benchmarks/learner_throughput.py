@@ -82,7 +82,7 @@ def measure(model: Path, episodes: list[Any], steps: int) -> list[dict[str, Any]
     for step in range(steps + 1):  # the first step warms up
         for trainer, times in zip(trainers, seconds, strict=True):
             start = time.perf_counter()
-            tokens = trainer.step(episodes)["perf/total_num_tokens"]
+            tokens = trainer.step(trainer.pad(episodes))["perf/total_num_tokens"]
             if step:
                 times.append(time.perf_counter() - start)
     return [

@@ -1,4 +1,7 @@
-"""Which rollouts each rank runs in which forward pass (numpy only, no torch).
+"""A step's padded batch and which rollouts each rank runs in which forward pass (numpy only).
+
+A step's episodes are padded once (:class:`PaddedBatch`); mini-batches and single episodes
+are row slices of that padding, never padded again.
 
 A mini-batch's rollouts are planned into micro-batches. Rollouts with a zero advantage are
 left out of every forward pass (they add nothing to the loss or its gradient) but still count
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from thoughtmdp.episodes.arrays import TrainingArrays
+from thoughtmdp.episodes.arrays import TrainingArrays, training_arrays
 from thoughtmdp.types import Episode
 
 
@@ -40,9 +43,65 @@ class MicroBatch:
     weight: float = 1.0
 
 
-def minibatches(episodes: Sequence[Episode], size: int) -> list[list[Episode]]:
-    """Consecutive chunks of ``size`` episodes (the last may be shorter)."""
-    return [list(episodes[i : i + size]) for i in range(0, len(episodes), size)]
+@dataclass(frozen=True, eq=False)
+class PaddedBatch:
+    """Episodes and their training arrays, padded once.
+
+    Invariants: ``arrays`` equals ``training_arrays(episodes, pad_id)`` up to right padding:
+    its rows are the episodes' rollouts in order, its ``group_ids`` count the episodes' groups
+    from 0.
+
+    Attributes:
+        episodes: The episodes.
+        arrays: Their rollouts, one row each.
+    """
+
+    episodes: tuple[Episode, ...]
+    arrays: TrainingArrays
+
+    @classmethod
+    def pad(cls, episodes: Sequence[Episode], pad_id: int) -> PaddedBatch:
+        """Pad ``episodes`` with :func:`training_arrays` (the only call in the learner).
+
+        Raises:
+            ThoughtMDPError: As :func:`training_arrays` does.
+        """
+        return cls(tuple(episodes), training_arrays(episodes, pad_id))
+
+    def select(self, start: int, stop: int) -> PaddedBatch:
+        """Episodes ``start:stop`` with their rows, cut to their own longest row.
+
+        The arrays equal ``training_arrays(self.episodes[start:stop])``; they are views.
+        """
+        if (start, stop) == (0, len(self.episodes)):
+            return self
+        first_row, first_group = _counts(self.episodes[:start])
+        rows = slice(first_row, first_row + _counts(self.episodes[start:stop])[0])
+        a = self.arrays
+        width = int(a.attention_mask[rows].sum(axis=1).max(initial=0))
+        cut = (rows, slice(0, width))
+        arrays = TrainingArrays(
+            a.input_ids[cut],
+            a.attention_mask[cut],
+            a.loss_mask[cut],
+            a.advantages[rows],
+            a.behaviour_logprobs[cut],
+            a.policy_versions[cut],
+            a.group_ids[rows] - first_group,
+            a.prefix_lengths[rows],
+        )
+        return PaddedBatch(self.episodes[start:stop], arrays)
+
+    def minibatches(self, size: int) -> list[PaddedBatch]:
+        """Consecutive chunks of ``size`` episodes (the last may be shorter)."""
+        count = len(self.episodes)
+        return [self.select(i, min(i + size, count)) for i in range(0, count, size)]
+
+
+def _counts(episodes: Sequence[Episode]) -> tuple[int, int]:
+    """(rollouts, groups) of ``episodes``."""
+    groups = [g for e in episodes for g in e.groups]
+    return sum(len(g.trajectories) for g in groups), len(groups)
 
 
 def plan_microbatches(
@@ -97,7 +156,7 @@ def _chunks(
     return micro
 
 
-def row_kinds(episodes: Sequence[Episode], arrays: TrainingArrays) -> NDArray[np.str_]:
-    """Group kind (``base`` or ``reset``) of every row of ``training_arrays(episodes)``."""
-    kinds = np.array([g.kind for e in episodes for g in e.groups])
-    return kinds[arrays.group_ids]
+def row_kinds(batch: PaddedBatch) -> NDArray[np.str_]:
+    """Group kind (``base`` or ``reset``) of every row of ``batch``."""
+    kinds = np.array([g.kind for e in batch.episodes for g in e.groups])
+    return kinds[batch.arrays.group_ids]

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from thoughtmdp.episodes.arrays import training_arrays
 from thoughtmdp.episodes.metrics import is_clean_prefix
+from thoughtmdp.learners.batching import PaddedBatch
 from thoughtmdp.runs.files import EPISODES_FILE, SIGNAL_MAPS_FILE
 from thoughtmdp.types import Episode, Group, ResetRecord, Trajectory
 
@@ -104,24 +104,23 @@ class EpisodeLog:
         self._maps.close()
 
 
-def pick_signal_episode(episodes: Sequence[Episode]) -> Episode | None:
-    """The first episode whose base and reset groups both carry gradient (some ``A_i != 0``)."""
-    for episode in episodes:
+def pick_signal_episode(episodes: Sequence[Episode]) -> int | None:
+    """Index of the first episode whose base and reset groups both carry gradient (``A_i != 0``)."""
+    for index, episode in enumerate(episodes):
         kinds = {g.kind for g in episode.groups if any(a != 0 for a in g.advantages)}
         if kinds == {"base", "reset"}:
-            return episode
+            return index
     return None
 
 
 @torch.no_grad()
-def signal_map(engine: Any, episode: Episode, temperature: float, pad_id: int) -> dict[str, Any]:
-    """Per-thought mean gradient signal of every rollout of ``episode`` (paper App. 14).
+def signal_map(engine: Any, batch: PaddedBatch, temperature: float) -> dict[str, Any]:
+    """Per-thought mean gradient signal of every rollout of one episode (paper App. 14).
 
     Args:
         engine: The learner's engine (every rank calls this: ZeRO-3 gathers weights).
-        episode: The episode.
+        batch: The episode and its arrays (one episode of the step's batch, ``batch.select``).
         temperature: The sampling temperature (logits are divided by it).
-        pad_id: Padding token id.
 
     Returns:
         ``{"problem_id", "rollouts": [{"kind", "reset_index", "reward", "advantage",
@@ -129,7 +128,7 @@ def signal_map(engine: Any, episode: Episode, temperature: float, pad_id: int) -
     """
     from thoughtmdp.learners.model.policy import token_logprobs
 
-    arrays = training_arrays([episode], pad_id)
+    (episode,), arrays = batch.episodes, batch.arrays
     ids = torch.from_numpy(arrays.input_ids).to(engine.device)  # (B, T)
     logprobs = token_logprobs(engine, ids, temperature).float().cpu()  # (B, T)
     mask = torch.from_numpy(arrays.loss_mask).float()  # (B, T)

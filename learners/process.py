@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thoughtmdp.errors import ConfigError, ThoughtMDPError
+from thoughtmdp.learners.batching import PaddedBatch
 from thoughtmdp.learners.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -161,8 +162,9 @@ class LearnerLoop:
         """
         start = time.perf_counter()
         episodes, metrics = self._collect()
-        self._map_signal(episodes)
-        metrics.update(self.trainer.step(episodes))
+        batch = self.trainer.pad(episodes)
+        self._map_signal(batch)
+        metrics.update(self.trainer.step(batch))
         published = time.perf_counter()
         self._publish()
         metrics["timing_s/update_weights"] = time.perf_counter() - published
@@ -180,16 +182,16 @@ class LearnerLoop:
             self.episode_log.write_episodes(self.step, episodes)
         return metrics
 
-    def _map_signal(self, episodes: list[Episode]) -> None:
+    def _map_signal(self, batch: PaddedBatch) -> None:
         """Every ``signal_map_every`` steps, log one episode's per-thought gradient signal."""
         every = self.config.signal_map_every
         if not every or self.step % every:
             return
-        episode = pick_signal_episode(episodes)  # every rank has the same episodes
-        if episode is None:
+        index = pick_signal_episode(batch.episodes)  # every rank has the same episodes
+        if index is None:
             return
-        engine = self.trainer.engine
-        found = signal_map(engine, episode, self.config.loss.temperature, self.trainer.pad_id)
+        one = batch.select(index, index + 1)
+        found = signal_map(self.trainer.engine, one, self.config.loss.temperature)
         if self.episode_log is not None:
             self.episode_log.write_signal_map(self.step + 1, found)
 

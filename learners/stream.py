@@ -1,9 +1,12 @@
 """From the episode stream to a step's batch: intake checks and the staleness rule (no torch).
 
+Intake checks the invariants :func:`~thoughtmdp.episodes.arrays.training_arrays` and the
+shared-prefix forward rely on, without padding anything (:func:`check_episode`); an episode
+the learner cannot train on is logged, counted and dropped.
+
 An episode is *stale* when its oldest thought was sampled more than ``max_lag`` versions
 before the learner's current one. Stale episodes are skipped, or kept and reweighted by the
-loss's truncated importance weights; either way they are counted. An episode the learner
-cannot train on (no rollouts, missing token ids) is logged, counted and dropped.
+loss's truncated importance weights; either way they are counted.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from thoughtmdp.episodes.arrays import training_arrays
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.types import Episode
+from thoughtmdp.types import Episode, PrefixState, Thought, TokenIds
 
 logger = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -108,9 +110,49 @@ class BatchAssembler:
         return batch, metrics
 
 
+def check_episode(episode: Episode) -> None:
+    """Check that the learner can train on ``episode``, without padding it.
+
+    ``Thought`` and ``Group`` check their length invariants (log-probabilities per token id,
+    advantages per rollout) when they are built, so they are not repeated here.
+
+    Raises:
+        ThoughtMDPError: If the episode has no rollouts, a rollout lacks prompt or thought
+            token ids, or a group's rollouts start from different tokens (the shared-prefix
+            forward runs a group's start once). The message names the field.
+    """
+    if not any(g.trajectories for g in episode.groups):
+        raise ThoughtMDPError(f"episode {episode.problem_id!r} has no rollouts")
+    for g, group in enumerate(episode.groups):
+        first: TokenIds | None = None
+        for r, trajectory in enumerate(group.trajectories):
+            where = f"episode {episode.problem_id!r}, group {g}, rollout {r}"
+            start = _start_ids(trajectory.start, where)
+            for k, thought in enumerate(trajectory.thoughts):
+                _token_ids(thought, f"{where}: thoughts[{k}]")
+            if first is None:
+                first = start
+            elif start != first:
+                raise ThoughtMDPError(f"{where}: start token ids differ from rollout 0's")
+
+
+def _start_ids(start: PrefixState, where: str) -> TokenIds:
+    """The start state's token ids: the prompt's, then the prefix thoughts'."""
+    if start.prompt_token_ids is None:
+        raise ThoughtMDPError(f"{where}: start.prompt_token_ids is missing")
+    prefix = [_token_ids(t, f"{where}: start.thoughts[{k}]") for k, t in enumerate(start.thoughts)]
+    return start.prompt_token_ids + tuple(i for ids in prefix for i in ids)
+
+
+def _token_ids(thought: Thought, where: str) -> TokenIds:
+    if thought.token_ids is None:
+        raise ThoughtMDPError(f"{where}.token_ids is missing")
+    return thought.token_ids
+
+
 def _trainable(episode: Episode, actor: str) -> bool:
     try:
-        training_arrays([episode])
+        check_episode(episode)
     except ThoughtMDPError as exc:
         logger.error("dropped episode %r from %s: %s", episode.problem_id, actor, exc)
         return False

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from thoughtmdp.episodes.arrays import TrainingArrays, training_arrays
+from thoughtmdp.episodes.arrays import TrainingArrays
 from thoughtmdp.episodes.metrics import episode_metrics
-from thoughtmdp.learners.batching import MicroBatch, minibatches, plan_microbatches, row_kinds
+from thoughtmdp.learners.batching import MicroBatch, PaddedBatch, plan_microbatches, row_kinds
 from thoughtmdp.learners.loss import PolicyLoss, build_loss, gradient_signal
 from thoughtmdp.learners.model.engine import Engine, build_engine
 from thoughtmdp.learners.model.policy import cache_argument, load_policy, token_logprobs
@@ -55,18 +55,22 @@ class Trainer:
         self.cache_argument = cache_argument(engine.model)
         self.steps = 0
 
-    def step(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        """One learner step on ``episodes`` (every rank passes the same ones).
+    def pad(self, episodes: Sequence[Episode]) -> PaddedBatch:
+        """The step's episodes padded once, with this model's padding id."""
+        return PaddedBatch.pad(episodes, self.pad_id)
+
+    def step(self, batch: PaddedBatch) -> dict[str, float]:
+        """One learner step on ``batch`` (every rank passes the same one).
 
         Args:
-            episodes: The step's episodes, ``prompts_per_step`` of them normally.
+            batch: The step's episodes (``prompts_per_step`` of them normally), from :meth:`pad`.
 
         Returns:
             Metrics named as in :mod:`thoughtmdp.learners.metrics_log`.
         """
         start, lr = time.perf_counter(), self.engine.lr  # the step's first mini-batch's
         totals: dict[str, float] = defaultdict(float)
-        chunks = minibatches(episodes, self.config.prompts_per_minibatch)
+        chunks = batch.minibatches(self.config.prompts_per_minibatch)
         for chunk in chunks:
             sums = self._update(chunk)
             for key, value in sums.items():
@@ -75,14 +79,14 @@ class Trainer:
         metrics = _summarise(totals, len(chunks))
         metrics["actor/lr"] = lr
         metrics["timing_s/update_actor"] = time.perf_counter() - start
-        metrics.update(batch_metrics(episodes, self.pad_id))
+        metrics.update(batch_metrics(batch))
         return metrics
 
-    def _update(self, episodes: Sequence[Episode]) -> dict[str, float]:
+    def _update(self, batch: PaddedBatch) -> dict[str, float]:
         """Forward and backward every micro-batch of one mini-batch, then one AdamW step."""
-        arrays = training_arrays(episodes, self.pad_id)
+        arrays = batch.arrays
         tensors = _to_tensors(arrays, self.engine.device)
-        is_reset = torch.from_numpy(row_kinds(episodes, arrays) == "reset")  # (B,)
+        is_reset = torch.from_numpy(row_kinds(batch) == "reset")  # (B,)
         mask = tensors["loss_mask"].float()  # (B, T)
         denominator = self.loss.aggregation.denominator(mask)
         plans = plan_microbatches(
@@ -163,10 +167,10 @@ def _summarise(totals: dict[str, float], minibatch_count: int) -> dict[str, floa
     return metrics
 
 
-def batch_metrics(episodes: Sequence[Episode], pad_id: int = 0) -> dict[str, float]:
+def batch_metrics(batch: PaddedBatch) -> dict[str, float]:
     """Metrics of the data alone: token counts, response length, rewards and resets."""
-    arrays = training_arrays(episodes, pad_id)
-    metrics = episode_metrics(episodes)
+    arrays = batch.arrays
+    metrics = episode_metrics(batch.episodes)
     metrics["perf/total_num_tokens"] = float(arrays.attention_mask.sum())
     metrics["perf/rollouts"] = float(arrays.input_ids.shape[0])
     metrics["response_length/mean"] = float(np.mean(arrays.loss_mask.sum(axis=1)))

@@ -41,12 +41,12 @@ WORKER = textwrap.dedent(
     config = from_dict(LearnerConfig, json.loads(sys.argv[1]))
     out = Path(sys.argv[2])
     trainer = build_trainer(config)
-    losses = [trainer.step(batch())["actor/pg_loss"] for _ in range(3)]
+    losses = [trainer.step(trainer.pad(batch()))["actor/pg_loss"] for _ in range(3)]
     path = save_checkpoint(out, 3, trainer.engine, {"step": 3}, keep=1)
     resumed = build_trainer(config)
     load_checkpoint(path, resumed.engine)
-    losses.append(trainer.step(batch())["actor/pg_loss"])
-    resumed.step(batch())
+    losses.append(trainer.step(trainer.pad(batch()))["actor/pg_loss"])
+    resumed.step(resumed.pad(batch()))
     rank = trainer.engine.rank
     save_file(trainer.engine.adapter_state(), str(out / f"rank{rank}.safetensors"))
     save_file(resumed.engine.adapter_state(), str(out / f"resumed{rank}.safetensors"))
@@ -120,7 +120,7 @@ def test_two_cpu_ranks_match_one_process(tiny_model_dir, tmp_path, zero_stage, s
     codes = [r.wait(timeout=500) for r in ranks]
     assert codes == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
     single = build_trainer(from_dict(LearnerConfig, settings(tiny_model_dir)))  # naive forward
-    single_losses = [single.step(batch())["actor/pg_loss"] for _ in range(4)]
+    single_losses = [single.step(single.pad(batch()))["actor/pg_loss"] for _ in range(4)]
     losses = [json.loads((tmp_path / f"losses{r}.json").read_text()) for r in (0, 1)]
     assert losses[0] == losses[1]
     assert losses[0] == pytest.approx(single_losses, rel=1e-4, abs=1e-6)

@@ -92,7 +92,7 @@ def test_updates_raise_positive_and_lower_negative_suffixes(tiny_model_dir, toke
     trainer = build_trainer(config(tiny_model_dir))
     before, advantages = sampled_logprob_sums(trainer, episodes)
     for _ in range(4):
-        metrics = trainer.step(episodes)
+        metrics = trainer.step(trainer.pad(episodes))
     after, _ = sampled_logprob_sums(trainer, episodes)
     change = (after - before).numpy()
     assert np.all(change[advantages > 0] > 0.05)
@@ -180,7 +180,7 @@ def test_shared_prefix_training_matches_naive_training(tiny_model_dir):
     states, losses = [], []
     for shared in (False, True):
         trainer = build_trainer(config(tiny_model_dir, shared_prefix=shared))
-        losses.append([trainer.step(episodes)["actor/pg_loss"] for _ in range(2)])
+        losses.append([trainer.step(trainer.pad(episodes))["actor/pg_loss"] for _ in range(2)])
         states.append(trainer.engine.adapter_state())
     assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-6)
     # Adam divides by sqrt(v): where a gradient is within float rounding of zero, its update
@@ -206,7 +206,7 @@ def test_published_adapter_loads_with_peft_and_reproduces_the_policy(
     from transformers import AutoModelForCausalLM
 
     trainer = build_trainer(config(tiny_model_dir))
-    trainer.step([hand_episode(tokenizer)])
+    trainer.step(trainer.pad([hand_episode(tokenizer)]))
     publisher = AdapterPublisher(tmp_path / "adapters")
     notice = publisher.publish(trainer.engine.model, trainer.engine.adapter_state(), 1)
     folder = tmp_path / "adapters" / "v000001"
@@ -239,7 +239,8 @@ def test_linear_schedule_warms_up_then_decays_per_optimiser_step(tiny_model_dir,
     trainer = build_trainer(
         config(tiny_model_dir, optim=schedule, max_steps=3, prompts_per_minibatch=1)
     )  # 3 steps x 2 mini-batches: optimiser steps 0-5, warm-up 0-1, decay 2-5
-    lrs = [trainer.step([hand_episode(tokenizer)] * 2)["actor/lr"] for _ in range(3)]
+    batch = trainer.pad([hand_episode(tokenizer)] * 2)
+    lrs = [trainer.step(batch)["actor/lr"] for _ in range(3)]
     assert lrs == pytest.approx([0.5e-2, 1e-2, 1e-2 * (0.2 + 0.8 / 3)])  # steps 0, 2, 4
     assert trainer.engine.lr == pytest.approx(0.2e-2)  # reached the floor at the last step
 
@@ -257,7 +258,7 @@ def test_checkpoint_restores_adapter_optimiser_schedule_and_rng(
     episodes = [hand_episode(tokenizer)]
     decaying = {"optim": OptimSettings(lr=1e-2, schedule="cosine"), "max_steps": 4}
     first = build_trainer(config(tiny_model_dir, **decaying))
-    first.step(episodes)
+    first.step(first.pad(episodes))
     torch.manual_seed(123)
     path = save_checkpoint(tmp_path, 1, first.engine, {"step": 1}, keep=2)
     expected_draw = torch.rand(3)
@@ -266,8 +267,8 @@ def test_checkpoint_restores_adapter_optimiser_schedule_and_rng(
     assert load_checkpoint(path, second.engine) == {"step": 1}
     assert second.engine.lr == pytest.approx(first.engine.lr) and first.engine.lr < 1e-2
     assert torch.equal(torch.rand(3), expected_draw)
-    first.step(episodes)
-    second.step(episodes)  # the same Adam moments give the same update
+    first.step(first.pad(episodes))
+    second.step(second.pad(episodes))  # the same Adam moments give the same update
     for name, value in first.engine.adapter_state().items():
         assert torch.allclose(value, second.engine.adapter_state()[name], atol=1e-6), name
 

@@ -41,8 +41,8 @@ def test_episode_record_pairs_each_reset_with_its_group(tokenizer):
 def test_signal_map_matches_the_formula_and_masks_the_prefix(tiny_model_dir, tokenizer):
     trainer = build_trainer(config(tiny_model_dir))
     episode = hand_episode(tokenizer)
-    assert pick_signal_episode([episode]) is episode
-    found = signal_map(trainer.engine, episode, 1.0, trainer.pad_id)
+    assert pick_signal_episode([episode]) == 0
+    found = signal_map(trainer.engine, trainer.pad([episode]), 1.0)
     arrays = training_arrays([episode], trainer.pad_id)
     with torch.no_grad():
         logprobs = token_logprobs(trainer.engine.model, torch.from_numpy(arrays.input_ids), 1.0)
