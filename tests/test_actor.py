@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
+import inspect
 import logging
 import queue
 
@@ -113,6 +115,19 @@ def test_a_corrupt_adapter_is_refused_and_the_old_one_kept(tokenizer, tmp_path, 
     assert backend.loaded == []
     assert "sha256 of" in caplog.text
     assert len(got) == 4
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("scripted", "ScriptedBackend"),
+        ("transformers", "TransformersBackend"),
+        ("vllm", "VLLMBackend"),
+    ],
+)
+def test_every_backend_loads_adapters_with_a_coroutine(module, name):
+    backend = getattr(importlib.import_module(f"thoughtmdp.agents.backends.{module}"), name)
+    assert inspect.iscoroutinefunction(backend.load_adapter)
 
 
 def test_shard_order_validates():

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import math
 import re
+import threading
 import time
 
 import pytest
@@ -266,20 +267,44 @@ def test_load_adapter_replaces_the_adapter_and_bumps_the_version(tiny_model_dir,
     second = make_adapter(tiny_model_dir, tmp_path / "second", seed=2)
     backend = TransformersBackend(tiny_model_dir)
     base = run(backend.sample_thought(state, FREE))
-    backend.load_adapter(first, version=5)
+    run(backend.load_adapter(first, version=5))
     with_first = run(backend.sample_thought(state, FREE))
     assert (backend.policy_version, with_first.policy_version) == (5, 5)
     assert backend.adapter == str(first)
     assert with_first.logprobs != base.logprobs
-    backend.load_adapter(second)
+    run(backend.load_adapter(second))
     with_second = run(backend.sample_thought(state, FREE))
     assert with_second.policy_version == 6
     assert with_second.logprobs != with_first.logprobs
-    backend.load_adapter(first, version=7)
+    run(backend.load_adapter(first, version=7))
     again = run(backend.sample_thought(state, FREE))
     assert again.token_ids == with_first.token_ids
     assert again.logprobs == pytest.approx(with_first.logprobs, abs=1e-6)
     backend.close()
+
+
+def test_an_adapter_load_waits_for_the_running_batch_off_the_event_loop(
+    backend, tiny_model_dir, tmp_path, state
+):
+    folder = make_adapter(tiny_model_dir, tmp_path / "adapter", seed=1)
+    running = threading.Event()
+    backend.model.register_forward_hook(lambda *args: running.set() or time.sleep(0.02))
+    sampling = SamplingParams(temperature=0.0, max_tokens=8, stop=())
+
+    async def main():
+        sample = asyncio.ensure_future(backend.sample_thought(state, sampling))
+        while not running.is_set():
+            await asyncio.sleep(0.002)
+        load, ticks = asyncio.ensure_future(backend.load_adapter(folder, version=4)), 0
+        while not load.done():
+            ticks += 1
+            await asyncio.sleep(0.002)
+        return sample.done(), ticks, await sample
+
+    sampled_first, ticks, thought = run(main())
+    assert sampled_first and thought.policy_version == 0
+    assert backend.policy_version == 4
+    assert ticks >= 10  # the batch's forward passes take >= 100 ms, the loop ticks every ~2 ms
 
 
 def test_an_adapter_given_at_construction_is_used(tiny_model_dir, tmp_path, state):

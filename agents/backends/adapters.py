@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.wire import ADAPTER_WEIGHTS, AdapterNotice, sha256_of
@@ -20,15 +19,20 @@ class AdapterRefused(ThoughtMDPError):
 
 
 class LoadsAdapters(Protocol):
-    """A backend that can switch to a new LoRA version (sync or async ``load_adapter``)."""
+    """A backend that can switch to a new LoRA version."""
 
     @property
     def policy_version(self) -> int:
         """Version currently sampled with."""
         ...
 
-    def load_adapter(self, path: str | Path, version: int | None = None) -> Any:
-        """Load the adapter in ``path`` as ``version``."""
+    async def load_adapter(self, path: str | Path, version: int | None = None) -> None:
+        """Sample from now on with the PEFT adapter in ``path`` as ``version``.
+
+        Args:
+            path: A folder written by PEFT's ``save_pretrained``.
+            version: The new policy version; ``None`` adds one to the current one.
+        """
         ...
 
 
@@ -68,9 +72,6 @@ async def apply_notice(backend: LoadsAdapters, notice: AdapterNotice, root: Path
     except AdapterRefused as exc:
         logger.error("%s; keeping version %d", exc, backend.policy_version)
         return False
-    if inspect.iscoroutinefunction(backend.load_adapter):
-        await backend.load_adapter(folder, notice.version)
-    else:  # a blocking load (it may wait for a running batch) goes to a thread
-        await asyncio.to_thread(backend.load_adapter, folder, notice.version)
+    await backend.load_adapter(folder, notice.version)
     logger.info("loaded adapter v%d from %s", notice.version, folder)
     return True

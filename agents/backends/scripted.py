@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from thoughtmdp.backend import Completion, SamplingParams
@@ -47,7 +48,7 @@ class ScriptedBackend:
         """The version reported on every thought."""
         return self._version
 
-    def load_adapter(self, path: Any, version: int | None = None) -> None:
+    async def load_adapter(self, path: str | Path, version: int | None = None) -> None:
         """Record a new policy version (a scripted policy has no weights to load)."""
         self._version = self._version + 1 if version is None else version
         self.loaded.append(str(path))

@@ -103,23 +103,27 @@ class TransformersBackend:
         self._closed = False
         self._worker: threading.Thread | None = None
         if adapter is not None:
-            self.load_adapter(adapter, policy_version)
+            self._swap_adapter(adapter, policy_version)
 
     @property
     def policy_version(self) -> int:
         """Version of the weights the next batch samples with."""
         return self._version
 
-    def load_adapter(self, path: str | Path, version: int | None = None) -> None:
+    async def load_adapter(self, path: str | Path, version: int | None = None) -> None:
         """Replace the LoRA adapter by the PEFT adapter in ``path``, from the next batch on.
 
-        It waits for the running batch to finish; from async code call it through
-        ``asyncio.to_thread``.
+        The load runs in a thread: it waits for the running batch to finish and reads the
+        weights from disk, and the event loop goes on meanwhile.
 
         Args:
             path: A folder written by PEFT's ``save_pretrained``.
             version: The new policy version; ``None`` adds one to the current one.
         """
+        await asyncio.to_thread(self._swap_adapter, path, version)
+
+    def _swap_adapter(self, path: str | Path, version: int | None) -> None:
+        """Load the adapter under the model lock (blocks while a batch runs)."""
         from peft import PeftModel
 
         with self._model_lock:
