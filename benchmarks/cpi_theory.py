@@ -32,7 +32,6 @@ trials, a finer grid). Writes ``cpi_theory.{json,md,png}`` under ``--out``
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -41,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report_files import RESULTS, save_figure, write_report
 
-RESULTS = Path(__file__).parent / "results"
 SUCCESS = 0.9
 """Share of iterations that must reach half of the exact-advantage improvement."""
 PREDICTED = {
@@ -303,9 +302,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -326,11 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "budget": asdict(budget),
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cpi_theory.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "cpi_theory.md").write_text(markdown(report))
+    write_report(args.out, "cpi_theory", report, markdown(report))
     plot(report, args.out / "cpi_theory.png")
-    print(markdown(report))
     return report
 
 

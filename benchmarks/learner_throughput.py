@@ -16,7 +16,6 @@ without ``--quick`` for longer chains. Writes ``benchmarks/results/learner_throu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,11 +29,11 @@ import numpy as np
 import peft
 import torch
 import transformers
+from report_files import RESULTS, write_report
 
 from thoughtmdp.learners import LearnerConfig, LoraSettings, build_trainer
 from thoughtmdp.learners.synthetic import random_episode
 
-RESULTS = Path(__file__).parent / "results"
 GOAL = 1.3
 """Speed-up of the shared-prefix forward on 1x4 episodes that the learner should reach."""
 
@@ -178,10 +177,7 @@ def main() -> None:
         "speedup": round(runs[1]["tokens_per_s"] / runs[0]["tokens_per_s"], 3),
         "goal": GOAL,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "learner_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "learner_throughput.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(RESULTS, "learner_throughput", report, markdown(report))
 
 
 if __name__ == "__main__":

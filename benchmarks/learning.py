@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report_files import save_figure, write_report
 from train_runs import add_run_arguments, train_once
 
 from thoughtmdp.runs.files import SUMMARY_FILE, read_heldout, read_jsonl, step_axes
@@ -257,9 +258,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("held-out greedy pass rate")
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -294,11 +293,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "comparison": compare(methods),
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learning.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "learning.md").write_text(markdown(report))
+    write_report(args.out, "learning", report, markdown(report))
     plot(report, args.out / "learning.png")
-    print(markdown(report))
     return report
 
 

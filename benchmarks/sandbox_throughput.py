@@ -13,19 +13,18 @@ Usage: ``python benchmarks/sandbox_throughput.py --quick`` (about ten seconds) o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from report_files import RESULTS, write_report
 
 from thoughtmdp.envs.livecodebench.grading import CodeTest, Verdict
 from thoughtmdp.envs.livecodebench.judge import judge
 from thoughtmdp.envs.sandbox.sandbox import Sandbox, SandboxConfig
 
-RESULTS = Path(__file__).parent / "results"
 TARGET = 50.0
 """Test executions per second the sandbox should sustain on a 2-core machine."""
 
@@ -131,10 +130,7 @@ def main() -> int:
         "target_executions_per_s": TARGET,
         "target_met": cases["many tests"]["executions_per_s"] >= TARGET,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sandbox_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "sandbox_throughput.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(RESULTS, "sandbox_throughput", report, markdown(report))
     return 0
 
 

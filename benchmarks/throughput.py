@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from train_runs import RESULTS, add_run_arguments, train_once
+from report_files import RESULTS, save_figure, write_report
+from train_runs import add_run_arguments, train_once
 
 from thoughtmdp.runs.files import (
     CONFIG_FILE,
@@ -257,9 +258,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_ylabel("learner seconds per step")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -285,11 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "verification_s": verification_seconds(),
         "collected": collected(RESULTS),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "throughput.md").write_text(markdown(report))
+    write_report(args.out, "throughput", report, markdown(report))
     plot(report, args.out / "throughput.png")
-    print(markdown(report))
     return report
 
 

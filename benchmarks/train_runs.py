@@ -14,10 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from report_files import RESULTS
+
 from thoughtmdp.runs.files import SUMMARY_FILE
 
 ARGS_FILE = "benchmark_args.json"
-RESULTS = Path(__file__).parent / "results"
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, runs: str) -> None:

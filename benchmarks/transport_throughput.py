@@ -34,13 +34,13 @@ from typing import Any
 import msgpack
 import numpy as np
 import zmq
+from report_files import RESULTS, write_report
 
 from thoughtmdp.learners.synthetic import random_episode
 from thoughtmdp.transport import EpisodeReceiver, EpisodeSender
 from thoughtmdp.types import Episode
 from thoughtmdp.wire import decode, encode_episode
 
-RESULTS = Path(__file__).parent / "results"
 GOAL = 0.01
 """Largest share of the learner's time per episode the transport may cost."""
 SIZES = {"prompt_tokens": 256, "thoughts": 20, "thought_tokens": 64, "reset_index": 10}
@@ -220,10 +220,7 @@ def main() -> None:
         "results": results,
         "goal": GOAL,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "transport_throughput.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "transport_throughput.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(RESULTS, "transport_throughput", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -34,12 +33,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from report_files import RESULTS, write_report
+
 from thoughtmdp.agents.backends.vllm import VLLMBackend
 from thoughtmdp.backend import SamplingParams
 from thoughtmdp.envs.arith_chain import ArithChainTask
 from thoughtmdp.mdp.prompts import render_prompt
 
-RESULTS = Path(__file__).parent / "results"
 RATIO_GOAL = 0.9
 CACHE_GOAL = 0.95
 
@@ -260,10 +260,7 @@ def main() -> int:
         "cache_goal": CACHE_GOAL,
         "cache_met": figures["reset_prefix_cache"]["fraction"] >= CACHE_GOAL,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "vllm_generation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "vllm_generation.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(RESULTS, "vllm_generation", report, markdown(report))
     return 0
 
 
