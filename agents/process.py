@@ -89,7 +89,7 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
         max_total_tokens=config.max_total_tokens,
     )
     builder = EpisodeBuilder(
-        task, backend, make_env, config.episode_config(), config.sampling.params()
+        task, backend, make_env, config.episode.resolve(), config.sampling.params()
     )
     order = shard_order(task.problems(config.split), config.shard, config.num_shards, config.seed)
     root = config.adapter_root or Path(tempfile.mkdtemp(prefix="thoughtmdp-adapters-"))

@@ -39,7 +39,7 @@ METHODS: dict[str, str] = {
     "srpo": "[1x4,srpo]",
     "oracle": "[1x4,oracle]",
 }
-"""Each method's ``actor.presets``."""
+"""Each method's ``actor.episode.presets``."""
 RESET_KEYS = (
     "parse_fail_rate",
     "fallback_rate",
@@ -67,7 +67,7 @@ FULL = Budget(seeds=3, steps=60, heldout=400, versions=5)
 def train(method: str, seed: int, budget: Budget, runs: Path, extra: list[str]) -> Path:
     """One ``thoughtmdp train`` run (a finished one with the same settings is reused)."""
     settings = [
-        f"actor.presets={METHODS[method]}",
+        f"actor.episode.presets={METHODS[method]}",
         f"actor.seed={1000 * seed}",
         f"learner.seed={seed}",
         f"learner.max_steps={budget.steps}",

@@ -46,9 +46,13 @@ from thoughtmdp.runs.files import (
 )
 
 RUNS: dict[str, list[str]] = {
-    "grpo": ["actor.presets=[grpo]"],
-    "srpo": ["actor.presets=[1x4,srpo]"],
-    "srpo-sync": ["actor.presets=[1x4,srpo]", "actor.batch_barrier=true", "actor.max_lag=0"],
+    "grpo": ["actor.episode.presets=[grpo]"],
+    "srpo": ["actor.episode.presets=[1x4,srpo]"],
+    "srpo-sync": [
+        "actor.episode.presets=[1x4,srpo]",
+        "actor.batch_barrier=true",
+        "actor.max_lag=0",
+    ],
 }
 WARMUP_STEPS = 2
 """Steps left out of per-step figures (engine warm-up, first adapter loads)."""

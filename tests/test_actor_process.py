@@ -45,7 +45,7 @@ def free_address() -> str:
 def start_actor(address: str, model_dir: Path, logs: Path, name: str, *extra: str):
     command = [
         sys.executable, "-m", "thoughtmdp.cli", "actor", "--learner", address,
-        f"model={model_dir}", "backend=transformers", f"name={name}", "presets=[grpo]",
+        f"model={model_dir}", "backend=transformers", f"name={name}", "episode.presets=[grpo]",
         "episode.base_group_size=4", "max_thoughts=2", "sampling.max_tokens=8",
         "in_flight=2", "max_lag=0", "hello_interval=0.3", f"adapter_root={logs / name}",
         "task_options={num_steps: 2, seed: 0, size: 40}", *extra,

@@ -114,7 +114,7 @@ def test_bad_settings_are_reported_before_anything_starts(argv, message, capsys)
 
 
 def test_exponent_floats_and_the_issue_example_parse():
-    config = load_train_config(None, ["learner.optim.lr=1e-5", "actor.presets=[1x8,srpo]"])
+    config = load_train_config(None, ["learner.optim.lr=1e-5", "actor.episode.presets=[1x8,srpo]"])
     assert config.learner.optim.lr == 1e-5
     assert method_name(config) == "1x8-self"
 
@@ -137,7 +137,7 @@ def test_paper_configs_carry_table_5():
         0.95,
         256,
     )
-    assert actor.max_thoughts == 20 and actor.episode_config().suffix_group_size == 4
+    assert actor.max_thoughts == 20 and actor.episode.resolve().suffix_group_size == 4
     assert actor.engine_options["tensor_parallel_size"] == 2
     assert method_name(load_train_config("paper/grpo-numinamath-olmo3-7b", [])) == "grpo8"
 

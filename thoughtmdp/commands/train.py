@@ -56,5 +56,5 @@ COMMAND = Command(
         "the shipped configs."
     ),
     settings=TrainConfig,
-    example="learner.optim.lr=1e-4 actor.presets=[1x8,srpo]",
+    example="learner.optim.lr=1e-4 actor.episode.presets=[1x8,srpo]",
 )

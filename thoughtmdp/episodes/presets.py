@@ -1,16 +1,20 @@
-"""Typed configuration of episode construction, with the paper's presets."""
+"""The episode setting: the paper's presets, the values set over them, the resolved shape."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.episodes.reset_policies import RESET_POLICIES
+from thoughtmdp.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class EpisodeConfig:
     """How one prompt's rollouts are built (Algorithm 2, generalised to K resets of M suffixes).
+
+    The resolved shape the :class:`~thoughtmdp.episodes.builder.EpisodeBuilder` reads; make
+    one with :func:`episode_config` or :meth:`EpisodeSettings.resolve`.
 
     Attributes:
         base_group_size: G1, rollouts from the prompt that form the base group.
@@ -22,6 +26,9 @@ class EpisodeConfig:
         max_seed_attempts: Most rollouts sampled from the prompt while looking for seeds
             (base group included); without K failures by then, the episode uses what it found.
         normalize_std: Divide advantages by the group's standard deviation (off: Dr. GRPO).
+
+    Raises:
+        ConfigError: For an invalid value; the message names the key (``episode.<field>``).
     """
 
     base_group_size: int = 4  # G1
@@ -33,17 +40,25 @@ class EpisodeConfig:
     normalize_std: bool = True
 
     def __post_init__(self) -> None:
-        checks = {
-            "base_group_size": self.base_group_size >= 0,
-            "num_resets": self.num_resets >= 0,
-            "suffix_group_size": self.suffix_group_size >= 1,
-            "max_seed_attempts": self.max_seed_attempts >= self.base_group_size + self.num_resets,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ThoughtMDPError(f"invalid EpisodeConfig.{name} = {getattr(self, name)!r}")
-        if self.base_group_size + self.num_resets == 0:
-            raise ThoughtMDPError("EpisodeConfig needs base_group_size or num_resets above 0")
+        for name, least in (("base_group_size", 0), ("num_resets", 0), ("suffix_group_size", 1)):
+            value = getattr(self, name)
+            if value < least:
+                raise ConfigError(f"episode.{name}: expected {least} or more, got {value}")
+        rollouts = self.base_group_size + self.num_resets
+        if rollouts == 0:
+            raise ConfigError(
+                "episode.base_group_size and episode.num_resets are both 0: set one above 0"
+            )
+        if self.max_seed_attempts < rollouts:
+            raise ConfigError(
+                "episode.max_seed_attempts: expected base_group_size + num_resets "
+                f"({rollouts}) or more, got {self.max_seed_attempts}"
+            )
+        if self.reset_policy not in RESET_POLICIES:
+            raise ConfigError(
+                f"episode.reset_policy: unknown reset policy {self.reset_policy!r}; "
+                f"known: {RESET_POLICIES.names()}"
+            )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,24 +74,81 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named differences from the defaults; combine them, e.g. ``episode_config("2x4", "rrpo")``."""
 
 
-def episode_config(*presets: str, **overrides: Any) -> EpisodeConfig:
-    """An :class:`EpisodeConfig` from presets applied in order, then keyword overrides.
+def episode_config(*presets: str, **values: Any) -> EpisodeConfig:
+    """The :class:`EpisodeConfig` of ``presets`` (a later one wins), with ``values`` over them.
+
+    Args:
+        *presets: Names in :data:`PRESETS`.
+        **values: :class:`EpisodeConfig` fields; each wins over every preset.
 
     Raises:
-        ThoughtMDPError: For an unknown preset or field (the message lists the known ones).
+        ConfigError: For an unknown preset or an invalid value (the message names the key).
+        TypeError: For a keyword that is no field of :class:`EpisodeConfig`.
 
     >>> episode_config("2x4", "rrpo").num_resets, episode_config("grpo").reset_policy
     (2, 'none')
+    >>> episode_config("grpo", base_group_size=16).base_group_size
+    16
     """
-    config = EpisodeConfig()
-    known = {f.name for f in fields(EpisodeConfig)}
+    chosen: dict[str, Any] = {}
     for name in presets:
         if name not in PRESETS:
-            raise ThoughtMDPError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
-        config = replace(config, **PRESETS[name])
-    unknown = set(overrides) - known
-    if unknown:
-        raise ThoughtMDPError(
-            f"unknown EpisodeConfig field(s) {sorted(unknown)}; known: {sorted(known)}"
-        )
-    return replace(config, **overrides)
+            raise ConfigError(f"episode.presets: unknown preset {name!r}; known: {list(PRESETS)}")
+        chosen.update(PRESETS[name])
+    return EpisodeConfig(**{**chosen, **values})
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """The actor's ``episode`` setting: presets, and values set over them.
+
+    Which value wins: a field set here (not ``None``), else the last preset that sets it, else
+    the default of :class:`EpisodeConfig` (the ``1x4`` shape with ``self`` resets). So
+    ``episode.presets=[grpo] episode.base_group_size=16`` is GRPO with 16 rollouts a prompt.
+    The settings are checked when built; :meth:`resolve` gives the builder's config.
+
+    Attributes:
+        presets: Presets applied in order, each over the ones before: the methods ``grpo``,
+            ``rrpo``, ``srpo``, ``oracle`` and the shapes ``1x4``, ``2x4``, ``1x8`` (e.g.
+            ``[2x4, rrpo]``); every other field that is set wins over all presets.
+        base_group_size: G1, rollouts from the prompt in the base group (``None``: from the
+            presets, else 4).
+        num_resets: K, failed seed chains to reset; 0 is GRPO (``None``: from the presets,
+            else 1).
+        suffix_group_size: M, rollouts from each reset prefix (``None``: from the presets,
+            else 4).
+        reset_policy: ``none``, ``uniform``, ``self``, ``oracle`` or a registered policy
+            (``None``: from the presets, else ``self``).
+        reset_policy_options: Keyword arguments of the reset policy, e.g.
+            ``episode.reset_policy_options.fallback=skip``, or the ``self`` localiser's
+            ``temperature``, ``max_tokens`` and ``template``.
+        max_seed_attempts: Most rollouts sampled from the prompt while looking for seeds,
+            base group included (``None``: from the presets, else 16).
+        normalize_std: Divide advantages by the group's standard deviation; off is Dr. GRPO
+            (``None``: from the presets, else on).
+    """
+
+    presets: tuple[str, ...] = ("1x4", "srpo")
+    base_group_size: int | None = None  # G1
+    num_resets: int | None = None  # K
+    suffix_group_size: int | None = None  # M
+    reset_policy: str | None = None
+    reset_policy_options: dict[str, Any] = field(default_factory=dict)
+    max_seed_attempts: int | None = None
+    normalize_std: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.resolve()
+
+    def resolve(self) -> EpisodeConfig:
+        """The episode shape: the presets, then every field set here.
+
+        Raises:
+            ConfigError: For an unknown preset or an invalid value (the message names the key).
+
+        >>> config = EpisodeSettings(presets=("1x8", "rrpo"), suffix_group_size=6).resolve()
+        >>> config.base_group_size, config.num_resets, config.suffix_group_size, config.reset_policy
+        (0, 1, 6, 'uniform')
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "presets"}
+        return episode_config(*self.presets, **{k: v for k, v in values.items() if v is not None})

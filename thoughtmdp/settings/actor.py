@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thoughtmdp.backend import SamplingParams
-from thoughtmdp.episodes.presets import EpisodeConfig, episode_config
-from thoughtmdp.errors import ConfigError, ThoughtMDPError
+from thoughtmdp.episodes.presets import EpisodeSettings
+from thoughtmdp.errors import ConfigError
 from thoughtmdp.mdp.task import TASKS
 from thoughtmdp.transport.security import CurveClient
 
@@ -60,9 +60,8 @@ class ActorConfig:
         split: Split the problems are drawn from.
         max_thoughts: Most thoughts in a chain.
         max_total_tokens: Most tokens in a chain, prompt included (``None``: no cap).
-        presets: Episode presets applied in order (``grpo``, ``1x4``, ``2x4``, ``1x8``,
-            ``rrpo``, ``srpo``, ``oracle``).
-        episode: ``EpisodeConfig`` fields set after the presets, e.g. ``episode.num_resets=2``.
+        episode: How episodes are built: presets, then values set over them, e.g.
+            ``episode.presets=[2x4,rrpo]`` or ``episode.num_resets=2``.
         sampling: Sampling of thoughts.
         shard: This actor's shard of the problems (0-based).
         num_shards: Shards the problems are split into (usually the number of actors).
@@ -95,8 +94,7 @@ class ActorConfig:
     split: str = "train"
     max_thoughts: int = 20
     max_total_tokens: int | None = 4096
-    presets: tuple[str, ...] = ("1x4", "srpo")
-    episode: dict[str, Any] = field(default_factory=dict)
+    episode: EpisodeSettings = field(default_factory=EpisodeSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     shard: int = 0
     num_shards: int = 1
@@ -128,8 +126,7 @@ class ActorConfig:
             raise ConfigError(f"task: unknown task {self.task!r}; known: {TASKS.names()}")
         try:
             self.sampling.params()
-            self.episode_config()
-        except (ThoughtMDPError, ValueError) as exc:
+        except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
     @property
@@ -142,10 +139,6 @@ class ActorConfig:
         if self.curve_secret is None or self.curve_server_public is None:
             return None
         return CurveClient(self.curve_secret, self.curve_server_public)
-
-    def episode_config(self) -> EpisodeConfig:
-        """The episode shape: ``presets`` applied in order, then ``episode``."""
-        return episode_config(*self.presets, **self.episode)
 
 
 def check_ready(config: ActorConfig) -> None:

@@ -101,7 +101,7 @@ class TrainConfig:
     """One ``thoughtmdp train`` run: a learner and actors on this machine, over loopback.
 
     Attributes:
-        run_dir: Output folder (``None``: ``runs/<date>-<time>-<presets>``); it receives the
+        run_dir: Output folder (``None``: ``runs/<date>-<time>-<method>``); it receives the
             resolved ``config.yaml``, the learner's ``metrics.jsonl``, TensorBoard events,
             checkpoints and adapters, ``heldout.json``, ``summary.json``, logs and plots.
         model: Base model folder; empty: the embedded policy built by ``warmstart``.
@@ -243,7 +243,7 @@ def actor_config(resolved: TrainConfig, shard: int) -> ActorConfig:
 
 def method_name(config: TrainConfig) -> str:
     """A short name of the run's episode shape and reset policy, e.g. ``1x4-self``."""
-    episode = config.actor.episode_config()
+    episode = config.actor.episode.resolve()
     if episode.num_resets == 0:
         return f"grpo{episode.base_group_size}"
     shape = f"{episode.num_resets}x{episode.suffix_group_size}"
