@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import pickle
 import re
 
@@ -28,6 +29,7 @@ from thoughtmdp.wire import (
     encode_episode,
     encode_hello,
 )
+from thoughtmdp.wire.rows import GroupRow, ResetRow, ThoughtRow, TrajectoryRow
 
 
 class Lp(ScriptedBackend):
@@ -189,35 +191,160 @@ def test_oversized_and_truncated_episodes(episodes):
         decode(frames[:3])
 
 
+def episode_with_resets_header(episodes):
+    """The frames of an episode with a reset, and its header as plain data to tamper with."""
+    frames = frames_bytes(encode_episode(next(e for e in episodes if e.resets)))
+    return frames, msgpack.unpackb(frames[1])
+
+
+@pytest.mark.parametrize(
+    ("table", "tamper", "message"),
+    [
+        (
+            "thoughts",
+            lambda row: row.__setitem__(3, "7"),
+            "thoughts[0]: field 'policy_version' must be int or None, got str",
+        ),
+        (
+            "thoughts",
+            lambda row: row.__setitem__(1, [0]),
+            "thoughts[0]: field 'span' must be [offset, length], got [0]",
+        ),
+        (
+            "trajectories",
+            lambda row: row.__delitem__(slice(6, None)),
+            "trajectories[0]: missing field 'truncated'",
+        ),
+        (
+            "trajectories",
+            lambda row: row.__setitem__(3, [10**6]),
+            "trajectories[0]: field 'thoughts' refers outside the table of",
+        ),
+        (
+            "groups",
+            lambda row: row.__setitem__(0, "odd"),
+            "groups[0]: field 'kind' must be one of 'base', 'reset', got 'odd'",
+        ),
+        (
+            "groups",
+            lambda row: row.__setitem__(2, []),
+            "groups[0]: field 'advantages' needs one number per trajectory",
+        ),
+        (
+            "resets",
+            lambda row: row.__setitem__(4, "maybe"),
+            "resets[0]: field 'parse_status' must be one of 'ok', 'unparsable', "
+            "'out_of_range', 'not_applicable', got 'maybe'",
+        ),
+        (
+            "resets",
+            lambda row: row.__setitem__(7, True),
+            "resets[0]: field 'seconds' must be int or float, got bool",
+        ),
+    ],
+)
+def test_malformed_rows_name_their_field(episodes, table, tamper, message):
+    frames, header = episode_with_resets_header(episodes)
+    tamper(header[table][0])
+    with pytest.raises(WireError, match=f"^{re.escape(message)}"):
+        decode([frames[0], msgpack.packb(header), *frames[2:]])
+
+
+def test_a_row_that_is_not_a_list_is_refused(episodes):
+    frames, header = episode_with_resets_header(episodes)
+    header["groups"][0] = {"kind": "base"}
+    with pytest.raises(WireError, match="^groups\\[0\\]: row must be a list, got dict$"):
+        decode([frames[0], msgpack.packb(header), *frames[2:]])
+
+
+def test_rows_may_carry_fields_appended_by_a_newer_writer(episodes):
+    frames, header = episode_with_resets_header(episodes)
+    for table in ("thoughts", "trajectories", "groups", "resets"):
+        for row in header[table]:
+            row.append("later")
+    back = decode([frames[0], msgpack.packb(header), *frames[2:]])
+    assert back == next(e for e in episodes if e.resets)
+
+
+ROW_LAYOUTS = {
+    "thoughts": ThoughtRow,
+    "trajectories": TrajectoryRow,
+    "groups": GroupRow,
+    "resets": ResetRow,
+}
+HEADER_FIELDS = {
+    *("problem_id", "fell_back", "timings", "sizes", *ROW_LAYOUTS),  # episode
+    *("version", "sha256", "path", "files"),  # adapter notice
+    *("actor", "sent", "limit"),  # hello, credit
+}
+FRAMING_ERROR = re.compile(
+    r"^(unknown message kind |\w+ message has no header frame$|header is not valid msgpack: "
+    r"|msgpack extension type -?\d+ is not allowed$|header must be a map, got \w+$"
+    r"|schema version .* is not supported \(expected 1\)$"
+    r"|\w+ message has \d+ unexpected array frame\(s\)$"
+    r"|episode needs 2 array frames \(token ids, log-probs\), got \d+$"
+    r"|(token ids|log-probs) frame holds \d+ bytes, header says .* values$"
+    r"|header field 'sizes' must list 2 sizes$)"
+)
+FIELD_ERROR = re.compile(
+    r"^(header|\w+)(?:\[\d+\])?: (?:row must be a list|(?:missing )?field '(\w+)')"
+)
+
+
+def rejection(message):
+    """``"framing"``, or ``"field"`` for a message naming a field of its header or row."""
+    if FRAMING_ERROR.match(message):
+        return "framing"
+    match = FIELD_ERROR.match(message)
+    assert match, f"unexpected rejection: {message}"
+    where, name = match.groups()
+    fields = HEADER_FIELDS if where == "header" else ROW_LAYOUTS[where]._fields
+    assert name is None or name in fields, f"{message!r} names no field of {where}"
+    return "field"
+
+
 def test_ten_thousand_mutated_messages_only_raise_wire_errors(episodes):
     rng = np.random.default_rng(0)
     originals = [frames_bytes(encode_episode(e)) for e in episodes[:3]]
     originals += [frames_bytes(encode_credit(Credit(2))), frames_bytes(encode_hello(Hello("a")))]
-    outcomes = {"ok": 0, "rejected": 0}
+    types = {b"\x01": Episode, b"\x02": AdapterNotice, b"\x03": Credit, b"\x04": Hello}
+    outcomes = collections.Counter()
     for _ in range(10_000):
         frames = [bytearray(f) for f in originals[rng.integers(len(originals))]]
-        mutate(frames, rng)
+        mutation = mutate(frames, rng)
         try:
-            decode([bytes(f) for f in frames])
-            outcomes["ok"] += 1
-        except WireError:
-            outcomes["rejected"] += 1
-    assert outcomes["rejected"] > 5_000
-    assert sum(outcomes.values()) == 10_000
+            message = decode([bytes(f) for f in frames])
+        except WireError as exc:
+            outcomes[mutation, rejection(str(exc))] += 1
+        else:
+            assert isinstance(message, types[bytes(frames[0])])
+            outcomes[mutation, "ok"] += 1
+    # a frame too many or too few never decodes; bytes changed inside an array frame always do
+    assert outcomes["append", "ok"] == outcomes["drop", "ok"] == 0
+    assert outcomes["append", "framing"] > 1_000 and outcomes["drop", "framing"] > 1_000
+    assert outcomes["flip array", "framing"] == outcomes["flip array", "field"] == 0
+    assert outcomes["flip array", "ok"] > 500
+    assert sum(n for (_, result), n in outcomes.items() if result == "field") > 50
+    assert sum(n for (_, result), n in outcomes.items() if result != "ok") > 5_000
 
 
 def mutate(frames, rng):
-    """Flip bytes, truncate, drop, duplicate or replace frames with random bytes."""
+    """Flip bytes, truncate, drop, duplicate or replace frames with random bytes; say which."""
     choice = rng.integers(5)
-    target = frames[rng.integers(len(frames))]
+    position = rng.integers(len(frames))
+    target = frames[position]
     if choice == 0 and target:
         for _ in range(rng.integers(1, 4)):
             target[rng.integers(len(target))] = rng.integers(256)
-    elif choice == 1:
+        return ("flip kind", "flip header", "flip array")[min(position, 2)]
+    if choice == 1:
         del target[rng.integers(len(target) + 1) :]
-    elif choice == 2 and len(frames) > 1:
+        return "truncate"
+    if choice == 2 and len(frames) > 1:
         del frames[rng.integers(len(frames))]
-    elif choice == 3:
+        return "drop"
+    if choice == 3:
         frames.append(bytearray(frames[rng.integers(len(frames))]))
-    else:
-        frames[rng.integers(len(frames))] = bytearray(rng.bytes(rng.integers(0, 64)))
+        return "append"
+    frames[rng.integers(len(frames))] = bytearray(rng.bytes(rng.integers(0, 64)))
+    return "replace"

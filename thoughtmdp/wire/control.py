@@ -140,8 +140,8 @@ def _decode_adapter(header: dict[str, Any], arrays: Sequence[bytes | memoryview]
     if len(names) != len(arrays) or not all(isinstance(n, str) for n in names):
         raise WireError(f"adapter notice names {len(names)} files but carries {len(arrays)}")
     return AdapterNotice(
-        field(header, "version", int),
-        field(header, "sha256", str),
-        field(header, "path", (str, type(None))),
-        tuple((n, bytes(a)) for n, a in zip(names, arrays, strict=True)),
+        version=field(header, "version", int),
+        sha256=field(header, "sha256", str),
+        path=field(header, "path", (str, type(None))),
+        files=tuple((n, bytes(a)) for n, a in zip(names, arrays, strict=True)),
     )

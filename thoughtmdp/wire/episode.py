@@ -6,6 +6,7 @@ prefix share rows, and the decoded episode shares the same :class:`Thought` obje
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ import numpy as np
 from thoughtmdp.types import (
     Episode,
     Group,
+    GroupKind,
+    ParseStatus,
     PrefixState,
     ResetDecision,
     ResetRecord,
@@ -22,6 +25,7 @@ from thoughtmdp.types import (
 )
 
 from .frames import EPISODE, LOGPROB_DTYPE, TOKEN_DTYPE, Frames, WireError, field, pack
+from .rows import GroupRow, ResetRow, ThoughtRow, TrajectoryRow, read_row
 
 
 def encode_episode(episode: Episode, actor: str = "") -> Frames:
@@ -42,7 +46,12 @@ def encode_episode(episode: Episode, actor: str = "") -> Frames:
         return index[id(trajectory)]
 
     groups = [
-        [g.kind, g.reset_index, list(g.advantages), [trajectory_ref(t) for t in g.trajectories]]
+        GroupRow(
+            kind=g.kind,
+            reset_index=g.reset_index,
+            advantages=list(g.advantages),
+            trajectories=[trajectory_ref(t) for t in g.trajectories],
+        )
         for g in episode.groups
     ]
     resets = [_reset_row(r, trajectory_ref(r.seed_trajectory)) for r in episode.resets]
@@ -84,11 +93,11 @@ def decode_episode(header: dict[str, Any], arrays: Sequence[bytes | memoryview])
     )
     timings = field(header, "timings", dict)
     return Episode(
-        field(header, "problem_id", str),
-        groups,
-        resets,
-        field(header, "fell_back", bool),
-        {str(k): float(v) for k, v in timings.items() if isinstance(v, int | float)},
+        problem_id=field(header, "problem_id", str),
+        groups=groups,
+        resets=resets,
+        fell_back=field(header, "fell_back", bool),
+        timings={str(k): float(v) for k, v in timings.items() if isinstance(v, int | float)},
     )
 
 
@@ -110,106 +119,126 @@ def _arrays(header: dict[str, Any], arrays: Sequence[bytes | memoryview]) -> tup
     return decoded[0], decoded[1]
 
 
-def _span(value: Any, where: str, array: Any) -> tuple[int, ...] | None:
+def _span(value: Any, where: str, name: str, array: Any) -> tuple[int, ...] | None:
     if value is None:
         return None
     if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
-        raise WireError(f"{where}: span must be [offset, length], got {value!r}")
+        raise WireError(f"{where}: field {name!r} must be [offset, length], got {value!r}")
     offset, length = value
     if offset < 0 or length < 0 or offset + length > len(array):
-        raise WireError(f"{where}: span {value} is outside the array of {len(array)}")
+        raise WireError(f"{where}: field {name!r} {value} is outside the array of {len(array)}")
     return tuple(int(i) for i in array[offset : offset + length])
 
 
-def _thought(row: Any, i: int, tokens: Any, logprobs: Any) -> Thought:
+def _thought(raw: Any, i: int, tokens: Any, logprobs: Any) -> Thought:
     where = f"thoughts[{i}]"
-    text = field(row, 0, str, where)
-    ids = _span(field(row, 1, (list, type(None)), where), where, tokens)
-    version = field(row, 3, (int, type(None)), where)
-    offset = field(row, 2, (int, type(None)), where)
+    row = read_row(ThoughtRow, raw, where)
+    ids = _span(row.span, where, "span", tokens)
     lp = None
-    if offset is not None:
+    if row.logprob_offset is not None:
+        offset = row.logprob_offset
         if ids is None or offset < 0 or offset + len(ids) > len(logprobs):
-            raise WireError(f"{where}: log-probs outside the array of {len(logprobs)}")
+            raise WireError(
+                f"{where}: field 'logprob_offset' {offset} is outside the array of {len(logprobs)}"
+            )
         lp = tuple(float(x) for x in logprobs[offset : offset + len(ids)])
-    return Thought(text, ids, lp, version)
+    return Thought(text=row.text, token_ids=ids, logprobs=lp, policy_version=row.policy_version)
 
 
-def _trajectory(row: Any, i: int, thoughts: list[Thought], tokens: Any) -> Trajectory:
+def _trajectory(raw: Any, i: int, thoughts: list[Thought], tokens: Any) -> Trajectory:
     where = f"trajectories[{i}]"
-    prompt = _span(field(row, 1, (list, type(None)), where), where, tokens)
-    prefix = _refs(field(row, 2, list, where), thoughts, where)
-    sampled = _refs(field(row, 3, list, where), thoughts, where)
-    start = PrefixState(field(row, 0, str, where), prompt, prefix)
-    reward = float(field(row, 4, (int, float), where))
-    flags = field(row, 5, bool, where), field(row, 6, bool, where)
-    return Trajectory(start, sampled, reward, *flags, field(row, 7, dict, where))
+    row = read_row(TrajectoryRow, raw, where)
+    start = PrefixState(
+        problem_id=row.problem_id,
+        prompt_token_ids=_span(row.prompt_span, where, "prompt_span", tokens),
+        thoughts=_refs(row.prefix, thoughts, where, "prefix"),
+    )
+    return Trajectory(
+        start=start,
+        thoughts=_refs(row.thoughts, thoughts, where, "thoughts"),
+        reward=float(row.reward),
+        terminated=row.terminated,
+        truncated=row.truncated,
+        info=row.info,
+    )
 
 
-def _refs(values: list[Any], table: Sequence[Any], where: str) -> tuple[Any, ...]:
+def _refs(values: list[Any], table: Sequence[Any], where: str, name: str) -> tuple[Any, ...]:
     if not all(type(v) is int and 0 <= v < len(table) for v in values):
-        raise WireError(f"{where}: references outside the table of {len(table)}")
+        raise WireError(f"{where}: field {name!r} refers outside the table of {len(table)}")
     return tuple(table[v] for v in values)
 
 
-def _group(row: Any, i: int, trajectories: list[Trajectory]) -> Group:
+def _choice(value: str, choices: Any, where: str, name: str) -> Any:
+    """``value`` if it is one of the ``Literal`` type ``choices``; a WireError otherwise."""
+    allowed = typing.get_args(choices)
+    if value not in allowed:
+        listed = ", ".join(repr(c) for c in allowed)
+        raise WireError(f"{where}: field {name!r} must be one of {listed}, got {value!r}")
+    return value
+
+
+def _group(raw: Any, i: int, trajectories: list[Trajectory]) -> Group:
     where = f"groups[{i}]"
-    kind = field(row, 0, str, where)
-    if kind not in ("base", "reset"):
-        raise WireError(f"{where}: kind must be 'base' or 'reset', got {kind!r}")
-    advantages = field(row, 2, list, where)
-    members = _refs(field(row, 3, list, where), trajectories, where)
+    row = read_row(GroupRow, raw, where)
+    kind = _choice(row.kind, GroupKind, where, "kind")
+    members = _refs(row.trajectories, trajectories, where, "trajectories")
+    advantages = row.advantages
     if len(advantages) != len(members) or not all(isinstance(a, int | float) for a in advantages):
-        raise WireError(f"{where}: needs one numeric advantage per trajectory")
+        raise WireError(f"{where}: field 'advantages' needs one number per trajectory")
     return Group(
-        kind, members, tuple(float(a) for a in advantages), field(row, 1, (int, type(None)), where)
+        kind=kind,
+        trajectories=members,
+        advantages=tuple(float(a) for a in advantages),
+        reset_index=row.reset_index,
     )
 
 
-def _reset(row: Any, i: int, trajectories: list[Trajectory]) -> ResetRecord:
+def _reset(raw: Any, i: int, trajectories: list[Trajectory]) -> ResetRecord:
     where = f"resets[{i}]"
-    (seed,) = _refs([field(row, 0, int, where)], trajectories, where)
-    status = field(row, 4, str, where)
-    if status not in ("ok", "unparsable", "out_of_range", "not_applicable"):
-        raise WireError(f"{where}: unknown parse status {status!r}")
+    row = read_row(ResetRow, raw, where)
+    (seed,) = _refs([row.seed_trajectory], trajectories, where, "seed_trajectory")
     decision = ResetDecision(
-        field(row, 1, (int, type(None)), where),
-        field(row, 2, str, where),
-        field(row, 3, (str, type(None)), where),
-        status,
-        field(row, 5, (str, type(None)), where),
+        reset_index=row.reset_index,
+        policy=row.policy,
+        raw_text=row.raw_text,
+        parse_status=_choice(row.parse_status, ParseStatus, where, "parse_status"),
+        fallback=row.fallback,
     )
-    oracle = field(row, 6, (int, type(None)), where)
-    return ResetRecord(seed, decision, oracle, float(field(row, 7, (int, float), where)))
+    return ResetRecord(
+        seed_trajectory=seed,
+        decision=decision,
+        oracle_index=row.oracle_index,
+        seconds=float(row.seconds),
+    )
 
 
-def _trajectory_row(trajectory: Trajectory, table: _ThoughtTable) -> list[Any]:
+def _trajectory_row(trajectory: Trajectory, table: _ThoughtTable) -> TrajectoryRow:
     start = trajectory.start
-    prompt = table.add_ids(start.prompt_token_ids)
-    return [
-        start.problem_id,
-        prompt,
-        [table.add(t) for t in start.thoughts],
-        [table.add(t) for t in trajectory.thoughts],
-        trajectory.reward,
-        trajectory.terminated,
-        trajectory.truncated,
-        _plain(dict(trajectory.info)),
-    ]
+    return TrajectoryRow(
+        problem_id=start.problem_id,
+        prompt_span=table.add_ids(start.prompt_token_ids),
+        prefix=[table.add(t) for t in start.thoughts],
+        thoughts=[table.add(t) for t in trajectory.thoughts],
+        reward=trajectory.reward,
+        terminated=trajectory.terminated,
+        truncated=trajectory.truncated,
+        info=_plain(dict(trajectory.info)),
+    )
 
 
-def _reset_row(record: ResetRecord, seed_ref: int) -> list[Any]:
+def _reset_row(record: ResetRecord, seed_ref: int) -> ResetRow:
     d = record.decision
-    return [
-        seed_ref,
-        d.reset_index,
-        d.policy,
-        d.raw_text,
-        d.parse_status,
-        d.fallback,
-        record.oracle_index,
-        record.seconds,
-    ]
+    return ResetRow(
+        seed_trajectory=seed_ref,
+        reset_index=d.reset_index,
+        policy=d.policy,
+        raw_text=d.raw_text,
+        parse_status=d.parse_status,
+        fallback=d.fallback,
+        oracle_index=record.oracle_index,
+        seconds=record.seconds,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -227,7 +256,7 @@ class _ThoughtTable:
     """Deduplicates thoughts (by identity) and concatenates their arrays."""
 
     def __init__(self) -> None:
-        self.rows: list[list[Any]] = []
+        self.rows: list[ThoughtRow] = []
         self.token_ids: list[int] = []
         self.logprobs: list[float] = []
         self._index: dict[int, int] = {}
@@ -247,7 +276,14 @@ class _ThoughtTable:
         if thought.logprobs is not None:
             logprob_offset = len(self.logprobs)
             self.logprobs.extend(thought.logprobs)
-        self.rows.append([thought.text, span, logprob_offset, thought.policy_version])
+        self.rows.append(
+            ThoughtRow(
+                text=thought.text,
+                span=span,
+                logprob_offset=logprob_offset,
+                policy_version=thought.policy_version,
+            )
+        )
         self._index[id(thought)] = len(self.rows) - 1
         return len(self.rows) - 1
 

@@ -21,6 +21,8 @@ LOGPROB_DTYPE = np.dtype("<f8")  # float64 keeps Python floats bit-exact
 MAX_MESSAGE_BYTES = 64 * 2**20
 
 Frames = list[bytes | memoryview]
+Kind = type | tuple[type, ...]
+"""The type, or types, a field may hold."""
 
 
 def nbytes(frame: bytes | memoryview) -> int:
@@ -77,23 +79,28 @@ def no_arrays(arrays: Sequence[Any], kind: str) -> None:
         raise WireError(f"{kind} message has {len(arrays)} unexpected array frame(s)")
 
 
-def field(row: Any, key: str | int, kind: type | tuple[type, ...], where: str = "header") -> Any:
-    """``row[key]`` if it is of type ``kind``; otherwise a :class:`WireError` naming the field."""
+def field(header: Any, key: str, kind: Kind, where: str = "header") -> Any:
+    """``header[key]`` if it is of type ``kind``, else a :class:`WireError` naming the field."""
     try:
-        value = row[key]
+        value = header[key]
     except (KeyError, IndexError, TypeError):
         raise WireError(f"{where}: missing field {key!r}") from None
+    return checked(value, key, kind, where)
+
+
+def checked(value: Any, name: str, kind: Kind, where: str) -> Any:
+    """``value`` if it is of type ``kind``; otherwise a :class:`WireError` naming field ``name``."""
     # bool is an int subclass: only accept it where bool is asked for
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _types(kind)):
         raise WireError(
-            f"{where}: field {key!r} must be {_names(kind)}, got {type(value).__name__}"
+            f"{where}: field {name!r} must be {_names(kind)}, got {type(value).__name__}"
         )
     return value
 
 
-def _types(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+def _types(kind: Kind) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-def _names(kind: type | tuple[type, ...]) -> str:
+def _names(kind: Kind) -> str:
     return " or ".join("None" if t is type(None) else t.__name__ for t in _types(kind))
