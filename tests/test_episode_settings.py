@@ -15,6 +15,7 @@ from thoughtmdp.errors import ConfigError
 from thoughtmdp.settings.actor import ActorConfig
 from thoughtmdp.settings.arguments import describe_settings
 from thoughtmdp.settings.loader import load
+from thoughtmdp.settings.train import TrainConfig
 
 KNOWN_PRESETS = "['grpo', '1x4', '2x4', '1x8', 'rrpo', 'srpo', 'oracle']"
 
@@ -44,7 +45,7 @@ def shape(config: EpisodeConfig) -> tuple[int, int, int, str]:
         ),
         (
             ["episode.presets=[2x4]", "episode.num_resets=0"],
-            "episode.base_group_size and episode.num_resets are both 0: set one above 0",
+            "episode: base_group_size and num_resets are both 0: set one above 0",
         ),
         (
             ["episode.base_group_size=20"],
@@ -131,10 +132,10 @@ def test_episode_config_takes_presets_then_values():
     assert episode_config("2x4", "oracle", max_seed_attempts=5) == EpisodeConfig(
         base_group_size=0, num_resets=2, reset_policy="oracle", max_seed_attempts=5
     )
-    message = f"episode.presets: unknown preset 'grpo8'; known: {KNOWN_PRESETS}"
+    message = f"presets: unknown preset 'grpo8'; known: {KNOWN_PRESETS}"
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         episode_config("grpo8")
-    with pytest.raises(ConfigError, match=r"^episode\.num_resets: expected 0 or more, got -2$"):
+    with pytest.raises(ConfigError, match=r"^num_resets: expected 0 or more, got -2$"):
         EpisodeConfig(num_resets=-2)
 
 
@@ -144,3 +145,16 @@ def test_the_help_lists_the_episode_keys():
         "episode.num_resets = None: K, failed seed chains to reset; 0 is GRPO (``None``: from "
         "the presets, else 1)."
     ) in lines
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("actor.episode.num_resets=-1", "actor.episode.num_resets: expected 0 or more, got -1"),
+        ("learner.optim.warmup_steps=-1", "learner.optim.warmup_steps: expected 0 or more, got -1"),
+        ("heldout.problems=-1", "heldout.problems: expected 0 or more, got -1"),
+    ],
+)
+def test_a_sections_own_check_names_the_full_key(override, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        load(TrainConfig, None, [override])

@@ -43,20 +43,18 @@ class EpisodeConfig:
         for name, least in (("base_group_size", 0), ("num_resets", 0), ("suffix_group_size", 1)):
             value = getattr(self, name)
             if value < least:
-                raise ConfigError(f"episode.{name}: expected {least} or more, got {value}")
+                raise ConfigError(f"{name}: expected {least} or more, got {value}")
         rollouts = self.base_group_size + self.num_resets
         if rollouts == 0:
-            raise ConfigError(
-                "episode.base_group_size and episode.num_resets are both 0: set one above 0"
-            )
+            raise ConfigError("base_group_size and num_resets are both 0: set one above 0")
         if self.max_seed_attempts < rollouts:
             raise ConfigError(
-                "episode.max_seed_attempts: expected base_group_size + num_resets "
+                "max_seed_attempts: expected base_group_size + num_resets "
                 f"({rollouts}) or more, got {self.max_seed_attempts}"
             )
         if self.reset_policy not in RESET_POLICIES:
             raise ConfigError(
-                f"episode.reset_policy: unknown reset policy {self.reset_policy!r}; "
+                f"reset_policy: unknown reset policy {self.reset_policy!r}; "
                 f"known: {RESET_POLICIES.names()}"
             )
 
@@ -93,7 +91,7 @@ def episode_config(*presets: str, **values: Any) -> EpisodeConfig:
     chosen: dict[str, Any] = {}
     for name in presets:
         if name not in PRESETS:
-            raise ConfigError(f"episode.presets: unknown preset {name!r}; known: {list(PRESETS)}")
+            raise ConfigError(f"presets: unknown preset {name!r}; known: {list(PRESETS)}")
         chosen.update(PRESETS[name])
     return EpisodeConfig(**{**chosen, **values})
 

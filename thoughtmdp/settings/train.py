@@ -82,9 +82,9 @@ class HeldoutSettings:
     def __post_init__(self) -> None:
         for name in ("problems", "versions"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"heldout.{name}: expected 0 or more, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: expected 0 or more, got {getattr(self, name)}")
         if self.concurrency < 1:
-            raise ConfigError(f"heldout.concurrency: expected 1 or more, got {self.concurrency}")
+            raise ConfigError(f"concurrency: expected 1 or more, got {self.concurrency}")
 
     def eval_settings(self, actor: ActorConfig) -> EvalSettings:
         """Greedy rollouts capped as the actors cap their chains (thought tokens and count)."""
