@@ -79,5 +79,16 @@ class PolicyBackend(Protocol):
         ...
 
     async def complete(self, prompt: str, sampling: SamplingParams) -> Completion:
-        """Sample a completion of ``prompt`` (tokenised by the backend)."""
+        """Sample a completion of ``prompt``, which the backend tokenises without special tokens.
+
+        Args:
+            prompt: The text to continue.
+            sampling: How to sample; ``stop=()`` runs until EOS or ``max_tokens``.
+
+        Returns:
+            The completion; finish reason ``"stop"`` (stop string or EOS) or ``"length"``.
+
+        Raises:
+            ValueError: On a prompt of no tokens, or an adapter not loaded here.
+        """
         ...

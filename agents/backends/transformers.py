@@ -158,18 +158,7 @@ class TransformersBackend:
         return Thought(done.text, tuple(done.token_ids), tuple(done.logprobs), done.policy_version)
 
     async def complete(self, prompt: str, sampling: SamplingParams) -> Completion:
-        """Sample a completion of ``prompt``, tokenised without special tokens.
-
-        Args:
-            prompt: The text to continue.
-            sampling: How to sample; ``stop=()`` runs until EOS or ``max_tokens``.
-
-        Returns:
-            The completion; finish reason ``"stop"`` (stop string or EOS) or ``"length"``.
-
-        Raises:
-            ValueError: On a prompt of no tokens, or an adapter not loaded here.
-        """
+        """Sample a completion of ``prompt``, as :meth:`PolicyBackend.complete` describes."""
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         done = await self._submit(list(ids), sampling)
         return Completion(done.text, tuple(done.token_ids), done.finish_reason or "length")

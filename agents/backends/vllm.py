@@ -200,18 +200,7 @@ class VLLMBackend:
         return Thought(output.text, ids, logprobs, version)
 
     async def complete(self, prompt: str, sampling: SamplingParams) -> Completion:
-        """Sample a completion of ``prompt``, tokenised without special tokens.
-
-        Args:
-            prompt: The text to continue.
-            sampling: How to sample; ``stop=()`` runs until EOS or ``max_tokens``.
-
-        Returns:
-            The completion; finish reason ``"stop"`` (stop string or EOS) or ``"length"``.
-
-        Raises:
-            ValueError: On a prompt of no tokens, or an adapter not loaded here.
-        """
+        """Sample a completion of ``prompt``, as :meth:`PolicyBackend.complete` describes."""
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         output, _ = await self._generate(list(ids), sampling)
         return Completion(output.text, tuple(output.token_ids), output.finish_reason)
