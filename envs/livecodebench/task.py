@@ -28,7 +28,7 @@ from thoughtmdp.envs.livecodebench.problems import (
 )
 from thoughtmdp.envs.livecodebench.programs import FENCE, extract_code
 from thoughtmdp.envs.sandbox.sandbox import Sandbox, SandboxConfig
-from thoughtmdp.mdp.task import VerifiableTask
+from thoughtmdp.mdp.task import OneSplitTask
 from thoughtmdp.types import Problem, Score
 
 CODE_ROLLOUT_TEMPLATE = (
@@ -119,7 +119,7 @@ def _summary(prefix: str, result: ProgramResult) -> dict[str, Any]:
     }
 
 
-class LiveCodeBenchTask(VerifiableTask):
+class LiveCodeBenchTask(OneSplitTask):
     """LiveCodeBench code generation, graded by tests in a sandbox (reward = tests passed).
 
     Args:
@@ -182,7 +182,7 @@ class LiveCodeBenchTask(VerifiableTask):
             raise ValueError(f"{os.fspath(data)}: no problem is left after the filters")
         self.splits = (split,)
         self.lcb_compat = lcb_compat
-        self._problems = [
+        self.loaded = [
             self._problem(p, split, heldout_fraction, split_seed) for p in loaded[:limit]
         ]
         self._owns_sandbox = not isinstance(sandbox, Sandbox)
@@ -199,19 +199,6 @@ class LiveCodeBenchTask(VerifiableTask):
         train, heldout = split_tests(lcb, fraction, seed)
         payload = {"lcb": lcb, "train_tests": train, "heldout_tests": heldout}
         return Problem(lcb.question_id, lcb_question(lcb), "", split, payload)
-
-    def problems(self, split: str) -> Sequence[Problem]:
-        """The problems loaded for ``split`` (the only split).
-
-        Raises:
-            ValueError: If ``split`` is not the task's split.
-        """
-        if split not in self.splits:
-            raise ValueError(
-                f"this LiveCodeBenchTask holds split {self.splits[0]!r}, not {split!r}; "
-                "name another split with LiveCodeBenchTask(..., split=...)"
-            )
-        return self._problems
 
     def is_final(self, thought: str) -> bool:
         """The chain ends with the thought that holds a complete fenced code block."""

@@ -20,7 +20,7 @@ from thoughtmdp.envs.math.qa_presets import QAPreset, get_preset
 from thoughtmdp.errors import DatasetFieldError
 from thoughtmdp.mdp.boxed import last_boxed
 from thoughtmdp.mdp.prompts import ROLLOUT_TEMPLATE
-from thoughtmdp.mdp.task import VerifiableTask
+from thoughtmdp.mdp.task import OneSplitTask
 from thoughtmdp.types import Problem, Score
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ INSTRUCTIONS = {
 METADATA_MAX_CHARS = 200
 
 
-class QATask(VerifiableTask):
+class QATask(OneSplitTask):
     r"""Questions with a short verifiable answer, read from files or a dataset.
 
     Multiple-choice questions are shown with their options (``A. text``) and an instruction
@@ -111,20 +111,7 @@ class QATask(VerifiableTask):
         self.data = os.fspath(data)
         self.splits = (split or (layout.split if layout else "test"),)
         self.verifier = make_verifier(self.answer_type, **dict(verifier_options or {}))
-        self._problems = self._load(limit)
-
-    def problems(self, split: str) -> Sequence[Problem]:
-        """The problems loaded (the task's only split).
-
-        Raises:
-            ValueError: If ``split`` is not the task's split.
-        """
-        if split not in self.splits:
-            raise ValueError(
-                f"this QATask holds split {self.splits[0]!r}, not {split!r}; "
-                "load another split with QATask(..., split=...)"
-            )
-        return self._problems
+        self.loaded = self._load(limit)
 
     def score(self, problem: Problem, thoughts: Sequence[str]) -> Score:
         """1.0 when the final thought's answer matches the gold answer.

@@ -19,7 +19,7 @@ from thoughtmdp.errors import DependencyNotInstalled, VerifierTimeout
 from thoughtmdp.isolation import WorkerPool, WorkerStartError
 from thoughtmdp.mdp.boxed import last_boxed
 from thoughtmdp.mdp.prompts import ROLLOUT_TEMPLATE
-from thoughtmdp.mdp.task import VerifiableTask
+from thoughtmdp.mdp.task import OneSplitTask
 from thoughtmdp.types import Problem, Score
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ KILL_GRACE = 1.0
 is killed; within ``timeout`` the worker stops the check by itself and stays alive."""
 
 
-class MathTask(VerifiableTask):
+class MathTask(OneSplitTask):
     r"""Math problems with a final answer, read from a JSONL/JSON/Parquet file or a dataset.
 
     Gold answers may be bare (``\frac{1}{2}``), in ``$...$``, or a worked solution whose
@@ -102,21 +102,8 @@ class MathTask(VerifiableTask):
         self.data = os.fspath(data)
         self.splits = (split,)
         self.timeout = timeout
-        self._problems = self._load(split, limit)
+        self.loaded = self._load(split, limit)
         self._verifier = verifier_pool(timeout, num_workers)
-
-    def problems(self, split: str) -> Sequence[Problem]:
-        """The problems loaded for ``split`` (the only split).
-
-        Raises:
-            ValueError: If ``split`` is not the task's split.
-        """
-        if split not in self.splits:
-            raise ValueError(
-                f"this MathTask holds split {self.splits[0]!r}, not {split!r}; "
-                "load another split with MathTask(..., split=...)"
-            )
-        return self._problems
 
     def score(self, problem: Problem, thoughts: Sequence[str]) -> Score:
         r"""1.0 when the last ``\boxed{}`` of the final thought matches the gold answer.

@@ -99,6 +99,31 @@ class VerifiableTask(ABC):
         return {p.id: p for split in self.splits for p in self.problems(split)}
 
 
+class OneSplitTask(VerifiableTask):
+    """A task that loads one split of a data file when it is built.
+
+    A subclass sets ``self.splits = (split,)`` and ``self.loaded`` (the problems, in order)
+    in its ``__init__``.
+    """
+
+    loaded: Sequence[Problem] = ()
+    """The problems of the split the task loaded."""
+
+    def problems(self, split: str) -> Sequence[Problem]:
+        """The problems loaded (the task's only split).
+
+        Raises:
+            ValueError: If ``split`` is not the split the task loaded.
+        """
+        if split not in self.splits:
+            kind = type(self).__name__
+            raise ValueError(
+                f"this {kind} holds split {self.splits[0]!r}, not {split!r}; "
+                f"load another split with {kind}(..., split=...)"
+            )
+        return self.loaded
+
+
 TaskFactory = Callable[..., VerifiableTask]
 TASKS: Registry[TaskFactory] = Registry("task", entry_point_group="thoughtmdp.tasks")
 """All registered tasks: built-ins, ``register_task`` calls and the ``thoughtmdp.tasks`` group."""
