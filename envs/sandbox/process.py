@@ -37,6 +37,10 @@ BOOT = (
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
+class ChildEnded(Exception):
+    """The child closed its report channel: it ended, or the program closed the channel."""
+
+
 class ChildDeadline(Exception):
     """The child sent nothing before the deadline."""
 
@@ -134,10 +138,11 @@ class Child:
         self._buffer = bytearray()
         self._max_message = max_message
 
-    def next_report(self, deadline: float) -> dict[str, Any] | None:
-        """The next report, or ``None`` once the child closed the channel (it ended).
+    def next_report(self, deadline: float) -> dict[str, Any]:
+        """The next report.
 
         Raises:
+            ChildEnded: If the child closed the channel first.
             ChildDeadline: If ``deadline`` (a ``time.monotonic`` value) passes first.
             ProtocolError: If the child sent a line that is not a JSON report, or too much.
         """
@@ -150,7 +155,7 @@ class Child:
                 continue
             chunk = os.read(self._fd, 1 << 20)
             if not chunk:
-                return None
+                raise ChildEnded
             self._buffer += chunk
             if len(self._buffer) > self._max_message:
                 raise ProtocolError(f"a report over {self._max_message} bytes")
