@@ -8,11 +8,11 @@ import pytest
 
 from thoughtmdp.envs.math.answer_types import (
     ANSWER_TYPES,
+    AnswerCheck,
     AnswerVerifier,
     Choice,
     MathAnswerVerifier,
     MultipleChoiceVerifier,
-    Verdict,
     YesNoVerifier,
     clean_answer,
     make_verifier,
@@ -54,8 +54,9 @@ CHOICES = [
     ],
 )
 def test_multiple_choice_reads_the_option(final, answer):
-    verdict = MultipleChoiceVerifier().check(final, "B", CHOICES)
-    assert verdict == Verdict(answer == "B", answer, None if answer == "B" else "wrong answer")
+    check = MultipleChoiceVerifier().check(final, "B", CHOICES)
+    reason = None if answer == "B" else "wrong answer"
+    assert check == AnswerCheck(correct=answer == "B", answer=answer, reason=reason)
 
 
 @pytest.mark.parametrize(
@@ -71,8 +72,8 @@ def test_multiple_choice_reads_the_option(final, answer):
     ],
 )
 def test_multiple_choice_without_a_single_option_is_no_answer(final):
-    assert MultipleChoiceVerifier().check(final, "B", CHOICES) == Verdict(
-        False, None, "no answer found"
+    assert MultipleChoiceVerifier().check(final, "B", CHOICES) == AnswerCheck(
+        correct=False, answer=None, reason="no answer found"
     )
 
 
@@ -100,15 +101,17 @@ def test_multiple_choice_gold_is_a_label(gold, label):
     ],
 )
 def test_yes_no_reads_the_answer(final, answer):
-    verdict = YesNoVerifier().check(final, "no")
-    assert (verdict.answer, verdict.correct) == (answer, answer == "no")
+    check = YesNoVerifier().check(final, "no")
+    assert (check.answer, check.correct) == (answer, answer == "no")
 
 
 @pytest.mark.parametrize(
     "final", [r"\boxed{maybe}", r"\boxed{}", r"\boxed{42}", "It depends on the penguin."]
 )
 def test_yes_no_without_an_answer(final):
-    assert YesNoVerifier().check(final, "no") == Verdict(False, None, "no answer found")
+    assert YesNoVerifier().check(final, "no") == AnswerCheck(
+        correct=False, answer=None, reason="no answer found"
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,8 +140,12 @@ def test_math_verifier_grades_equivalent_latex_in_a_worker():
             (r"\boxed{3}", "4", False),
         ]
         assert [verifier.check(f, g).correct for f, g, _ in cases] == [c for *_, c in cases]
-        assert verifier.check(r"\boxed{3}", "4") == Verdict(False, "3", "wrong answer")
-        assert verifier.check("three", "3") == Verdict(False, None, "no boxed answer")
+        assert verifier.check(r"\boxed{3}", "4") == AnswerCheck(
+            correct=False, answer="3", reason="wrong answer"
+        )
+        assert verifier.check("three", "3") == AnswerCheck(
+            correct=False, answer=None, reason="no boxed answer"
+        )
     finally:
         verifier.close()
     assert verifier.normalize_gold(r"Hence $\boxed{\frac{5}{6}}$.") == r"\frac{5}{6}"
@@ -167,7 +174,7 @@ def test_users_register_their_own_answer_type(monkeypatch):
         answer_type = "exact_test"
 
         def check(self, final, gold, choices=()):
-            return Verdict(final.strip() == gold, final.strip())
+            return AnswerCheck(correct=final.strip() == gold, answer=final.strip())
 
     assert make_verifier("exact_test").check(" 42 ", "42").correct
     register_answer_type("not_a_verifier_test", dict)

@@ -34,8 +34,8 @@ class Choice(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A verifier's judgement of one final thought.
+class AnswerCheck:
+    """What a verifier found in one final thought, and whether it matches the gold answer.
 
     Attributes:
         correct: The answer matches the gold answer.
@@ -60,7 +60,7 @@ class AnswerVerifier(ABC):
     """The registry name."""
 
     @abstractmethod
-    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> Verdict:
+    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> AnswerCheck:
         """Judge the final thought ``final``; never raises for bad model output.
 
         Args:
@@ -69,7 +69,7 @@ class AnswerVerifier(ABC):
             choices: The options, for multiple-choice questions.
 
         Returns:
-            The verdict.
+            What the check found.
         """
 
     def normalize_gold(self, gold: Any, choices: Sequence[Choice] = ()) -> str | None:
@@ -90,10 +90,11 @@ class AnswerVerifier(ABC):
         return None
 
 
-def _verdict(answer: str | None, gold: str) -> Verdict:
+def _answer_check(answer: str | None, gold: str) -> AnswerCheck:
     if answer is None:
-        return Verdict(False, None, NO_ANSWER)
-    return Verdict(answer == gold, answer, None if answer == gold else WRONG)
+        return AnswerCheck(correct=False, answer=None, reason=NO_ANSWER)
+    correct = answer == gold
+    return AnswerCheck(correct=correct, answer=answer, reason=None if correct else WRONG)
 
 
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
@@ -131,14 +132,14 @@ class MultipleChoiceVerifier(AnswerVerifier):
     >>> [v.check(t, "B", choices).correct for t in [r"\boxed{B}", "(B)", r"\boxed{river bank}"]]
     [True, True, True]
     >>> v.check(r"so \boxed{A) bank}", "B", choices)
-    Verdict(correct=False, answer='A', reason='wrong answer')
+    AnswerCheck(correct=False, answer='A', reason='wrong answer')
     """
 
     answer_type = "multiple_choice"
 
-    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> Verdict:
+    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> AnswerCheck:
         """Judge the option named by ``final`` against the gold label ``gold``."""
-        return _verdict(extract_choice(final, choices), gold)
+        return _answer_check(extract_choice(final, choices), gold)
 
     def normalize_gold(self, gold: Any, choices: Sequence[Choice] = ()) -> str | None:
         """The gold label: a label of ``choices`` (any case), or the label of an option text."""
@@ -212,9 +213,9 @@ class YesNoVerifier(AnswerVerifier):
 
     answer_type = "yes_no"
 
-    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> Verdict:
+    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> AnswerCheck:
         """Judge the yes/no answer of ``final`` against ``gold``."""
-        return _verdict(extract_yes_no(final), gold)
+        return _answer_check(extract_yes_no(final), gold)
 
     def normalize_gold(self, gold: Any, choices: Sequence[Choice] = ()) -> str | None:
         """``"yes"``/``"no"`` from a bool, ``0``/``1`` or a yes/no/true/false text."""
@@ -273,7 +274,7 @@ class MathAnswerVerifier(AnswerVerifier):
         self.timeout = timeout
         self._pool = mp.verifier_pool(timeout, num_workers)
 
-    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> Verdict:
+    def check(self, final: str, gold: str, choices: Sequence[Choice] = ()) -> AnswerCheck:
         r"""Judge the last ``\boxed{}`` of ``final`` against the LaTeX answer ``gold``.
 
         Raises:
@@ -281,11 +282,11 @@ class MathAnswerVerifier(AnswerVerifier):
         """
         answer = last_boxed(final)
         if answer is None:
-            return Verdict(False, None, "no boxed answer")
+            return AnswerCheck(correct=False, answer=None, reason="no boxed answer")
         from thoughtmdp.envs.math.task import verify_in
 
         correct, reason = verify_in(self._pool, answer, gold, self.timeout)
-        return Verdict(correct, answer, reason)
+        return AnswerCheck(correct=correct, answer=answer, reason=reason)
 
     def normalize_gold(self, gold: Any, choices: Sequence[Choice] = ()) -> str | None:
         r"""The bare answer: a solution's last ``\boxed{}``, or the text without ``$...$``."""

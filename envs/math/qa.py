@@ -120,11 +120,11 @@ class QATask(OneSplitTask):
         """
         final = thoughts[-1] if thoughts else ""
         choices = [Choice(*c) for c in problem.payload.get("choices", ())]
-        verdict = self.verifier.check(final, problem.answer, choices)
-        info: dict[str, Any] = {"answer": verdict.answer, "gold": problem.answer}
-        if verdict.correct:
+        check = self.verifier.check(final, problem.answer, choices)
+        info: dict[str, Any] = {"answer": check.answer, "gold": problem.answer}
+        if check.correct:
             return Score(1.0, info)
-        return Score(0.0, {**info, "reason": verdict.reason})
+        return Score(0.0, {**info, "reason": check.reason})
 
     def close(self) -> None:
         """Stop the verifier's worker processes, if it has any."""
