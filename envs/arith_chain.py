@@ -105,7 +105,13 @@ class ArithChainTask(VerifiableTask):
                 break
         results = _running_results(operands, ops)
         payload = {"operands": tuple(operands), "ops": tuple(ops), "results": tuple(results)}
-        return Problem(f"{split}/{index}", question, str(results[-1]), split, payload)
+        return Problem(
+            id=f"{split}/{index}",
+            question=question,
+            answer=str(results[-1]),
+            split=split,
+            payload=payload,
+        )
 
     def score(self, problem: Problem, thoughts: Sequence[str]) -> Score:
         r"""1.0 when the final thought holds exactly one ``\boxed{}`` equal to the gold result."""
@@ -148,7 +154,7 @@ def reference_thoughts(
     rng = rng if rng is not None else np.random.default_rng()
     thoughts: list[str] = []
     while not thoughts or last_boxed(thoughts[-1]) is None:
-        thoughts.append(next_reference_thought(problem, thoughts, error_rate, rng))
+        thoughts.append(next_reference_thought(problem, thoughts, error_rate=error_rate, rng=rng))
     return thoughts
 
 

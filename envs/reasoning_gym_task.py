@@ -79,7 +79,11 @@ class ReasoningGymTask(VerifiableTask):
             generator = self._generators[split]
             self._cache[split] = [
                 Problem(
-                    f"{split}/{i}", entry["question"], str(entry["answer"]), split, {"entry": entry}
+                    id=f"{split}/{i}",
+                    question=entry["question"],
+                    answer=str(entry["answer"]),
+                    split=split,
+                    payload={"entry": entry},
                 )
                 for i, entry in enumerate(generator)
             ]

@@ -82,8 +82,8 @@ def read_samples(path: str) -> list[Samples]:
     seen: dict[str, int] = {}
     samples = []
     for row in read_rows(path):
-        qid = str(require_field(row.data, "question_id", path, row.line))
-        codes = require_field(row.data, "code_list", path, row.line)
+        qid = str(require_field(row.data, "question_id", path=path, line=row.line))
+        codes = require_field(row.data, "code_list", path=path, line=row.line)
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
             raise DatasetFieldError(
                 f"{path}, line {row.line}: field 'code_list' must be a list of program strings"
@@ -130,7 +130,12 @@ def grade_samples(
     for position, (problem, samples, tests) in enumerate(jobs):
         for index, code in enumerate(samples.codes):
             future = sandbox.executor.submit(
-                judge, sandbox, code, tests, problem.func_name, stop_on_failure=stop_on_failure
+                judge,
+                sandbox,
+                code,
+                tests,
+                func_name=problem.func_name,
+                stop_on_failure=stop_on_failure,
             )
             futures[future] = (position, index)
     results: dict[tuple[int, int], ProgramResult] = {}
@@ -255,6 +260,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[LCBProblem, Samples, tuple[Cod
                 f"{args.samples}, line {samples.line}: question_id {samples.question_id!r} is "
                 f"not in {args.problems}; grade samples against the problems they were made for"
             )
-        tests = select_tests(problem, args.split, args.heldout_fraction, args.split_seed)
+        tests = select_tests(
+            problem, args.split, fraction=args.heldout_fraction, seed=args.split_seed
+        )
         jobs.append((problem, samples, tests))
     return jobs

@@ -132,7 +132,7 @@ def judge(
         results.append(verdict(outcome, tests[index], call_based))
         return stop_on_failure and results[-1].verdict is not Verdict.PASSED
 
-    report = sandbox.run(make_job(code, tests, func_name, lcb_compat), stop)
+    report = sandbox.run(make_job(code, tests, func_name=func_name, lcb_compat=lcb_compat), stop)
     return ProgramResult(tuple(results), len(tests), report.isolation)
 
 
@@ -147,7 +147,12 @@ async def ajudge(
 ) -> ProgramResult:
     """:func:`judge` on the sandbox's thread pool, without blocking the event loop."""
     call = functools.partial(
-        judge, sandbox, code, tests, func_name, stop_on_failure=stop_on_failure,
+        judge,
+        sandbox,
+        code,
+        tests,
+        func_name=func_name,
+        stop_on_failure=stop_on_failure,
         lcb_compat=lcb_compat,
-    )  # fmt: skip
+    )
     return await asyncio.get_running_loop().run_in_executor(sandbox.executor, call)

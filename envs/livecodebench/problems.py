@@ -125,7 +125,9 @@ def parse_problem(row: Row, path: str, version_field: str | None = None) -> LCBP
         DatasetFieldError: If a field is missing, null or malformed.
     """
     hint = "rows must follow LiveCodeBench's code_generation_lite layout"
-    values = {name: require_field(row.data, name, path, row.line, hint=hint) for name in FIELDS}
+    values = {
+        name: require_field(row.data, name, path=path, line=row.line, hint=hint) for name in FIELDS
+    }
     where = f"{path}, line {row.line}"
     metadata = values["metadata"]
     if isinstance(metadata, str):
@@ -140,14 +142,18 @@ def parse_problem(row: Row, path: str, version_field: str | None = None) -> LCBP
     except ValueError as exc:
         raise DatasetFieldError(f"{where}: field {exc}") from None
     func_name = metadata.get("func_name") or None
-    public = decode_tests(values["public_test_cases"], path, row.line, "public_test_cases")
-    private = decode_tests(values["private_test_cases"], path, row.line, "private_test_cases")
+    public = decode_tests(
+        values["public_test_cases"], path=path, line=row.line, field="public_test_cases"
+    )
+    private = decode_tests(
+        values["private_test_cases"], path=path, line=row.line, field="private_test_cases"
+    )
     if func_name is not None:
         check_call_tests(public, f"{where}: field 'public_test_cases'")
         check_call_tests(private, f"{where}: field 'private_test_cases'")
     version = None
     if version_field is not None:
-        raw = require_field(row.data, version_field, path, row.line)
+        raw = require_field(row.data, version_field, path=path, line=row.line)
         version = parse_version(raw, f"{where}: field {version_field!r}")
     return LCBProblem(
         question_id=str(values["question_id"]), title=str(values["question_title"]),

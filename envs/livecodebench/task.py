@@ -183,7 +183,8 @@ class LiveCodeBenchTask(OneSplitTask):
         self.splits = (split,)
         self.lcb_compat = lcb_compat
         self.loaded = [
-            self._problem(p, split, heldout_fraction, split_seed) for p in loaded[:limit]
+            self._problem(p, split, fraction=heldout_fraction, seed=split_seed)
+            for p in loaded[:limit]
         ]
         self._owns_sandbox = not isinstance(sandbox, Sandbox)
         if isinstance(sandbox, Sandbox):
@@ -198,7 +199,13 @@ class LiveCodeBenchTask(OneSplitTask):
     def _problem(lcb: LCBProblem, split: str, fraction: float, seed: int) -> Problem:
         train, heldout = split_tests(lcb, fraction, seed)
         payload = {"lcb": lcb, "train_tests": train, "heldout_tests": heldout}
-        return Problem(lcb.question_id, lcb_question(lcb), "", split, payload)
+        return Problem(
+            id=lcb.question_id,
+            question=lcb_question(lcb),
+            answer="",
+            split=split,
+            payload=payload,
+        )
 
     def is_final(self, thought: str) -> bool:
         """The chain ends with the thought that holds a complete fenced code block."""
@@ -217,8 +224,8 @@ class LiveCodeBenchTask(OneSplitTask):
         tests = problem.payload["train_tests"]
         if code is None:
             return Score(0.0, {"reason": "no code block", "train_total": len(tests)})
-        result = judge(self.sandbox, code, tests, problem.payload["lcb"].func_name,
-                       lcb_compat=self.lcb_compat)  # fmt: skip
+        func_name = problem.payload["lcb"].func_name
+        result = judge(self.sandbox, code, tests, func_name=func_name, lcb_compat=self.lcb_compat)
         info = _summary("train", result)
         info["isolation"] = result.isolation
         return Score(result.fraction, info)
@@ -243,8 +250,13 @@ class LiveCodeBenchTask(OneSplitTask):
             return CodeEvaluation(
                 None, ProgramResult((), len(train)), ProgramResult((), len(heldout))
             )
-        both = judge(self.sandbox, code, (*train, *heldout), problem.payload["lcb"].func_name,
-                     lcb_compat=self.lcb_compat)  # fmt: skip
+        both = judge(
+            self.sandbox,
+            code,
+            (*train, *heldout),
+            func_name=problem.payload["lcb"].func_name,
+            lcb_compat=self.lcb_compat,
+        )
         first = ProgramResult(both.results[: len(train)], len(train), both.isolation)
         second = ProgramResult(both.results[len(train) :], len(heldout), both.isolation)
         return CodeEvaluation(code, first, second)

@@ -285,7 +285,7 @@ class MathAnswerVerifier(AnswerVerifier):
             return AnswerCheck(correct=False, answer=None, reason="no boxed answer")
         from thoughtmdp.envs.math.task import verify_in
 
-        correct, reason = verify_in(self._pool, answer, gold, self.timeout)
+        correct, reason = verify_in(self._pool, answer, gold, timeout=self.timeout)
         return AnswerCheck(correct=correct, answer=answer, reason=reason)
 
     def normalize_gold(self, gold: Any, choices: Sequence[Choice] = ()) -> str | None:

@@ -158,21 +158,23 @@ class QATask(OneSplitTask):
 
     def _selected(self, source: str, row: Row) -> bool:
         for key, accepted in self.filters.items():
-            value = field_value(row.data, key, source, row.line, hint=self._hint())
+            value = field_value(row.data, key, source=source, line=row.line, hint=self._hint())
             if str(value).casefold() not in {a.casefold() for a in accepted}:
                 return False
         return True
 
     def _problem(self, source: str, row: Row, index: int) -> Problem | None:
         hint = self._hint()
-        question = str(require_field(row.data, self.question_key, source, row.line, hint=hint))
+        question = str(
+            require_field(row.data, self.question_key, path=source, line=row.line, hint=hint)
+        )
         choices: list[Choice] = []
         if self.answer_type == "multiple_choice":
-            raw = require_field(row.data, self.choices_key, source, row.line, hint=hint)
+            raw = require_field(row.data, self.choices_key, path=source, line=row.line, hint=hint)
             choices = parse_choices(raw, source, row.line)
             if not choices:
                 return None
-        gold = require_field(row.data, self.answer_key, source, row.line, hint=hint)
+        gold = require_field(row.data, self.answer_key, path=source, line=row.line, hint=hint)
         if self.answer_key in SOLUTION_KEYS and last_boxed(str(gold)) is None:
             return None
         answer = self.verifier.normalize_gold(gold, choices)
@@ -183,11 +185,11 @@ class QATask(OneSplitTask):
         if choices:
             payload["choices"] = tuple(tuple(c) for c in choices)
         return Problem(
-            f"{split}/{index}",
-            render_question(question, choices, self.answer_type),
-            answer,
-            split,
-            payload,
+            id=f"{split}/{index}",
+            question=render_question(question, choices, self.answer_type),
+            answer=answer,
+            split=split,
+            payload=payload,
         )
 
     def _used_keys(self) -> set[str]:
@@ -241,7 +243,7 @@ def field_value(row: Mapping[str, Any], key: str, source: str, line: int, hint: 
         name = ".".join(key.split(".")[: depth + 1])
         if not isinstance(value, Mapping):
             raise DatasetFieldError(f"{source}, line {line}: field {name!r} is not an object")
-        value = require_field(value, part, source, line, hint=hint)
+        value = require_field(value, part, path=source, line=line, hint=hint)
     return value
 
 

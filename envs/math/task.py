@@ -122,7 +122,7 @@ class MathTask(OneSplitTask):
         info: dict[str, Any] = {"answer": answer, "gold": gold}
         if answer is None:
             return Score(0.0, {**info, "reason": "no boxed answer"})
-        correct, reason = verify_in(self._verifier, answer, gold, self.timeout)
+        correct, reason = verify_in(self._verifier, answer, gold, timeout=self.timeout)
         if correct:
             return Score(1.0, info)
         return Score(0.0, {**info, "reason": reason})
@@ -160,8 +160,12 @@ class MathTask(OneSplitTask):
 
     def _problem(self, row: Row, split: str, index: int) -> Problem | None:
         hint = "choose fields with question_key=/answer_key= or a preset"
-        question = require_field(row.data, self.question_key, self.data, row.line, hint=hint)
-        raw = str(require_field(row.data, self.answer_key, self.data, row.line, hint=hint))
+        question = require_field(
+            row.data, self.question_key, path=self.data, line=row.line, hint=hint
+        )
+        raw = str(
+            require_field(row.data, self.answer_key, path=self.data, line=row.line, hint=hint)
+        )
         if self.answer_key in SOLUTION_KEYS and last_boxed(raw) is None:
             return None
         answer = gold_answer(raw)
@@ -170,7 +174,13 @@ class MathTask(OneSplitTask):
         keys = (self.question_key, self.answer_key)
         meta = {k: v for k, v in row.data.items() if k not in keys and _is_scalar(v)}
         payload = {**meta, "line": row.line}
-        return Problem(f"{split}/{index}", str(question), answer, split, payload)
+        return Problem(
+            id=f"{split}/{index}",
+            question=str(question),
+            answer=answer,
+            split=split,
+            payload=payload,
+        )
 
 
 def gold_answer(text: str) -> str:

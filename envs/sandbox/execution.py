@@ -110,7 +110,7 @@ class Execution:
         pids: list[int] = []
         with workspace(user, self.config.group) as (base, work):
             while not self.finished:
-                child = self._start(base, work, len(pids), user)
+                child = self._start(base, work, tag=len(pids), user=user)
                 pids.append(child.process.pid)
                 try:
                     ending = self._drive(child)

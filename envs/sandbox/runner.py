@@ -161,7 +161,7 @@ class _Program:
         start = time.perf_counter()
         try:
             self.alarm.arm(self.timeout)
-            self._run_timed(test_input, before, start, result)
+            self._run_timed(test_input, before=before, start=start, result=result)
         except TimeLimit:
             result.update(status="timeout", error="time limit exceeded")
         except OutputLimit as exc:

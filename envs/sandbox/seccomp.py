@@ -62,6 +62,7 @@ _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
 
 
 def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    """One BPF instruction; a test skips ``jt`` instructions when it holds, ``jf`` when not."""
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
@@ -83,14 +84,14 @@ def build_filter(machine: str, pid: int) -> bytes:
         KeyError: For an unsupported machine.
     """
     numbers = SYSCALLS[machine]
-    code = [_insn(_LOAD_WORD, _ARCH), _insn(_JEQ, AUDIT_ARCH[machine], 1, 0)]
+    code = [_insn(_LOAD_WORD, _ARCH), _insn(_JEQ, AUDIT_ARCH[machine], jt=1, jf=0)]
     code += [_insn(_RET, _KILL_PROCESS), _insn(_LOAD_WORD, _NR)]
     if machine == "x86_64":
-        code += [_insn(_JGE, _X32_BIT, 0, 1), _insn(_RET, _KILL_PROCESS)]
+        code += [_insn(_JGE, _X32_BIT, jt=0, jf=1), _insn(_RET, _KILL_PROCESS)]
     denied = {**_COMMON_DENIED, **{k: v for k, v in numbers.items() if k not in _CHECKED}}
     for number in sorted(set(denied.values())):
-        code += [_insn(_JEQ, number, 0, 1), _insn(_RET, _errno(errno.EPERM))]
-    code += [_insn(_JEQ, numbers["clone3"], 0, 1), _insn(_RET, _errno(errno.ENOSYS))]
+        code += [_insn(_JEQ, number, jt=0, jf=1), _insn(_RET, _errno(errno.EPERM))]
+    code += [_insn(_JEQ, numbers["clone3"], jt=0, jf=1), _insn(_RET, _errno(errno.ENOSYS))]
     code += _argument_check(numbers["clone"], [], errno.EAGAIN, flag=_CLONE_THREAD)
     code += _argument_check(numbers["kill"], [pid, 0, -pid], errno.EPERM)
     code += _argument_check(numbers["tgkill"], [pid], errno.EPERM)
@@ -105,11 +106,11 @@ def _argument_check(number: int, allowed: list[int], code: int, flag: int = 0) -
     a matching test jumps past the refusal to the final reload of the number.
     """
     if flag:
-        tests = [_insn(_JSET, flag, 1, 0)]
+        tests = [_insn(_JSET, flag, jt=1, jf=0)]
     else:
-        tests = [_insn(_JEQ, value, len(allowed) - i, 0) for i, value in enumerate(allowed)]
+        tests = [_insn(_JEQ, value, jt=len(allowed) - i, jf=0) for i, value in enumerate(allowed)]
     return [
-        _insn(_JEQ, number, 0, len(tests) + 3),
+        _insn(_JEQ, number, jt=0, jf=len(tests) + 3),
         _insn(_LOAD_WORD, _ARG0),
         *tests,
         _insn(_RET, _errno(code)),

@@ -79,10 +79,11 @@ def decode_episode(header: dict[str, Any], arrays: Sequence[bytes | memoryview])
     """
     tokens, logprobs = _arrays(header, arrays)
     thoughts = [
-        _thought(row, i, tokens, logprobs) for i, row in enumerate(field(header, "thoughts", list))
+        _thought(row, i, tokens=tokens, logprobs=logprobs)
+        for i, row in enumerate(field(header, "thoughts", list))
     ]
     trajectories = [
-        _trajectory(row, i, thoughts, tokens)
+        _trajectory(row, i, thoughts=thoughts, tokens=tokens)
         for i, row in enumerate(field(header, "trajectories", list))
     ]
     groups = tuple(
@@ -119,7 +120,7 @@ def _arrays(header: dict[str, Any], arrays: Sequence[bytes | memoryview]) -> tup
     return decoded[0], decoded[1]
 
 
-def _span(value: Any, where: str, name: str, array: Any) -> tuple[int, ...] | None:
+def _span(value: Any, array: Any, where: str, *, name: str) -> tuple[int, ...] | None:
     if value is None:
         return None
     if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
@@ -133,7 +134,7 @@ def _span(value: Any, where: str, name: str, array: Any) -> tuple[int, ...] | No
 def _thought(raw: Any, i: int, tokens: Any, logprobs: Any) -> Thought:
     where = f"thoughts[{i}]"
     row = read_row(ThoughtRow, raw, where)
-    ids = _span(row.span, where, "span", tokens)
+    ids = _span(row.span, tokens, where, name="span")
     lp = None
     if row.logprob_offset is not None:
         offset = row.logprob_offset
@@ -150,12 +151,12 @@ def _trajectory(raw: Any, i: int, thoughts: list[Thought], tokens: Any) -> Traje
     row = read_row(TrajectoryRow, raw, where)
     start = PrefixState(
         problem_id=row.problem_id,
-        prompt_token_ids=_span(row.prompt_span, where, "prompt_span", tokens),
-        thoughts=_refs(row.prefix, thoughts, where, "prefix"),
+        prompt_token_ids=_span(row.prompt_span, tokens, where, name="prompt_span"),
+        thoughts=_refs(row.prefix, thoughts, where, name="prefix"),
     )
     return Trajectory(
         start=start,
-        thoughts=_refs(row.thoughts, thoughts, where, "thoughts"),
+        thoughts=_refs(row.thoughts, thoughts, where, name="thoughts"),
         reward=float(row.reward),
         terminated=row.terminated,
         truncated=row.truncated,
@@ -163,13 +164,13 @@ def _trajectory(raw: Any, i: int, thoughts: list[Thought], tokens: Any) -> Traje
     )
 
 
-def _refs(values: list[Any], table: Sequence[Any], where: str, name: str) -> tuple[Any, ...]:
+def _refs(values: list[Any], table: Sequence[Any], where: str, *, name: str) -> tuple[Any, ...]:
     if not all(type(v) is int and 0 <= v < len(table) for v in values):
         raise WireError(f"{where}: field {name!r} refers outside the table of {len(table)}")
     return tuple(table[v] for v in values)
 
 
-def _choice(value: str, choices: Any, where: str, name: str) -> Any:
+def _choice(value: str, choices: Any, where: str, *, name: str) -> Any:
     """``value`` if it is one of the ``Literal`` type ``choices``; a WireError otherwise."""
     allowed = typing.get_args(choices)
     if value not in allowed:
@@ -181,8 +182,8 @@ def _choice(value: str, choices: Any, where: str, name: str) -> Any:
 def _group(raw: Any, i: int, trajectories: list[Trajectory]) -> Group:
     where = f"groups[{i}]"
     row = read_row(GroupRow, raw, where)
-    kind = _choice(row.kind, GroupKind, where, "kind")
-    members = _refs(row.trajectories, trajectories, where, "trajectories")
+    kind = _choice(row.kind, GroupKind, where, name="kind")
+    members = _refs(row.trajectories, trajectories, where, name="trajectories")
     advantages = row.advantages
     if len(advantages) != len(members) or not all(isinstance(a, int | float) for a in advantages):
         raise WireError(f"{where}: field 'advantages' needs one number per trajectory")
@@ -197,12 +198,12 @@ def _group(raw: Any, i: int, trajectories: list[Trajectory]) -> Group:
 def _reset(raw: Any, i: int, trajectories: list[Trajectory]) -> ResetRecord:
     where = f"resets[{i}]"
     row = read_row(ResetRow, raw, where)
-    (seed,) = _refs([row.seed_trajectory], trajectories, where, "seed_trajectory")
+    (seed,) = _refs([row.seed_trajectory], trajectories, where, name="seed_trajectory")
     decision = ResetDecision(
         reset_index=row.reset_index,
         policy=row.policy,
         raw_text=row.raw_text,
-        parse_status=_choice(row.parse_status, ParseStatus, where, "parse_status"),
+        parse_status=_choice(row.parse_status, ParseStatus, where, name="parse_status"),
         fallback=row.fallback,
     )
     return ResetRecord(

@@ -85,10 +85,10 @@ def field(header: Any, key: str, kind: Kind, where: str = "header") -> Any:
         value = header[key]
     except (KeyError, IndexError, TypeError):
         raise WireError(f"{where}: missing field {key!r}") from None
-    return checked(value, key, kind, where)
+    return checked(value, kind, where=where, name=key)
 
 
-def checked(value: Any, name: str, kind: Kind, where: str) -> Any:
+def checked(value: Any, kind: Kind, *, where: str, name: str) -> Any:
     """``value`` if it is of type ``kind``; otherwise a :class:`WireError` naming field ``name``."""
     # bool is an int subclass: only accept it where bool is asked for
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _types(kind)):

@@ -94,7 +94,7 @@ def read_row(layout: type[Row], raw: Any, where: str) -> Row:
     for position, name in enumerate(layout._fields):
         if position >= len(raw):
             raise WireError(f"{where}: missing field {name!r}")
-        values.append(checked(raw[position], name, kinds[name], where))
+        values.append(checked(raw[position], kinds[name], where=where, name=name))
     return layout._make(values)
 
 
