@@ -255,7 +255,7 @@ def test_eval_command_checks_arguments_before_loading_a_model(tmp_path, capsys):
 
 
 def test_adapter_rows_are_named_and_checked(tmp_path):
-    from thoughtmdp.commands.eval import parse_methods
+    from thoughtmdp.evaluation.plan import parse_methods
 
     for name in ("s0", "s42", "grpo_s0"):
         (tmp_path / name).mkdir()

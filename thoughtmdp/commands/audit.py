@@ -12,8 +12,9 @@ import sys
 from typing import Any
 
 from thoughtmdp.commands import Command
-from thoughtmdp.commands.eval import add_backend_arguments, check_adapter, select_suite
+from thoughtmdp.commands.eval import add_backend_arguments
 from thoughtmdp.errors import StepOracleUnavailable, ThoughtMDPError
+from thoughtmdp.evaluation.plan import check_adapter, select_suite
 from thoughtmdp.evaluation.suite import sample_problems
 from thoughtmdp.settings.evaluation import EvalSettings, add_eval_arguments, eval_settings_from_args
 
