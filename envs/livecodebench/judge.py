@@ -9,8 +9,6 @@ reward that counts the share of tests passed).
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 from collections.abc import Sequence
 
@@ -134,25 +132,3 @@ def judge(
 
     report = sandbox.run(make_job(code, tests, func_name=func_name, lcb_compat=lcb_compat), stop)
     return ProgramResult(tuple(results), len(tests), report.isolation)
-
-
-async def ajudge(
-    sandbox: Sandbox,
-    code: str,
-    tests: Sequence[CodeTest],
-    func_name: str | None = None,
-    *,
-    stop_on_failure: bool = False,
-    lcb_compat: bool = True,
-) -> ProgramResult:
-    """:func:`judge` on the sandbox's thread pool, without blocking the event loop."""
-    call = functools.partial(
-        judge,
-        sandbox,
-        code,
-        tests,
-        func_name=func_name,
-        stop_on_failure=stop_on_failure,
-        lcb_compat=lcb_compat,
-    )
-    return await asyncio.get_running_loop().run_in_executor(sandbox.executor, call)
