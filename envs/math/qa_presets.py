@@ -57,7 +57,6 @@ def _sciknoweval(domain: str, *values: str) -> QAPreset:
         choices_key="choices",
         filters={"domain": values},
         dataset="hicai-zju/SciKnowEval",
-        split="test",
         expects=(
             "SciKnowEval rows: question, choices {text: [...], label: [...]}, answerKey, "
             f"domain ({' or '.join(values)}), details.level, type; rows without options "
@@ -88,7 +87,6 @@ PRESETS: dict[str, QAPreset] = {
             title="HMMT November 2025",
             answer_type="math",
             question_key="problem",
-            answer_key="answer",
             dataset="MathArena/hmmt_nov_2025",
             split="train",
             expects="HMMT rows: problem, answer (LaTeX); 30 problems",
@@ -101,7 +99,6 @@ PRESETS: dict[str, QAPreset] = {
             answer_key="solution",
             filters={"level": ("Level 5",)},
             dataset="DigitalLearningGmbH/MATH-lighteval",
-            split="test",
             expects=(
                 "MATH rows: problem, solution (its last \\boxed{} is the answer), level "
                 "('Level 5' rows are kept), type"
@@ -111,10 +108,7 @@ PRESETS: dict[str, QAPreset] = {
             name="strategyqa",
             title="StrategyQA",
             answer_type="yes_no",
-            question_key="question",
-            answer_key="answer",
             dataset="ChilleD/StrategyQA",
-            split="test",
             expects="StrategyQA rows: question, answer (true/false); qid, facts are kept aside",
         ),
         QAPreset(
@@ -122,7 +116,6 @@ PRESETS: dict[str, QAPreset] = {
             title="AceReason-Math",
             answer_type="math",
             question_key="problem",
-            answer_key="answer",
             dataset="nvidia/AceReason-Math",
             split="train",
             expects="AceReason-Math rows: problem, answer (LaTeX)",
