@@ -139,7 +139,8 @@ class LiveCodeBenchTask(OneSplitTask):
         sandbox: A :class:`Sandbox` to share, or a :class:`SandboxConfig` for a new one.
         test_timeout: Seconds per test when the task makes its own sandbox.
         max_concurrency: Programs graded at once when the task makes its own sandbox.
-        lcb_compat: Run stdin programs the way ``lcb_runner`` does (see :func:`~thoughtmdp.envs.livecodebench.judge.make_job`).
+        lcb_compat: Run stdin programs the way ``lcb_runner`` does (see
+            :func:`~thoughtmdp.envs.livecodebench.judge.make_job`).
         prompt_template: Rollout template with a ``{question}`` field.
 
     Raises:
