@@ -11,14 +11,13 @@ import time
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from vllm_helpers import make_adapter
 
 from thoughtmdp.agents.backends.transformers import CLOSED, TransformersBackend, processed_logprobs
 from thoughtmdp.backend import PolicyBackend, SamplingParams
 from thoughtmdp.mdp.env import ThoughtMDPEnv
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FREE = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16, seed=0)
 
 
@@ -248,18 +247,6 @@ def test_the_event_loop_keeps_running_while_a_batch_computes(backend, tok, state
     ticks, thought = run(main())
     assert len(thought.token_ids) == 8
     assert ticks >= 20  # 9 forward passes of >= 20 ms each, the loop ticking every ~2 ms
-
-
-def make_adapter(tiny_model_dir, folder, seed):
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in lora.named_parameters():
-            if "lora_B" in name:  # B starts at zero, which would leave the model unchanged
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    lora.save_pretrained(folder)
-    return folder
 
 
 def test_load_adapter_replaces_the_adapter_and_bumps_the_version(tiny_model_dir, tmp_path, state):

@@ -1,4 +1,4 @@
-"""Helpers of the vLLM backend tests: the edited tiny model, adapters, scoring, gathering.
+"""Helpers of the backend tests: the edited tiny model, adapters, scoring, gathering.
 
 The engine they share is started once per session by the ``vllm_backend`` fixture of
 ``conftest.py``.
