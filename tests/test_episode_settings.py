@@ -17,7 +17,7 @@ from thoughtmdp.settings.arguments import describe_settings
 from thoughtmdp.settings.loader import load
 from thoughtmdp.settings.train import TrainConfig
 
-KNOWN_PRESETS = "['grpo', '1x4', '2x4', '1x8', 'rrpo', 'srpo', 'oracle']"
+KNOWN_PRESETS = "['grpo', '1x4', '2x4', '1x8', 'rrpo', 'srpo', 'oracle', 'least_confident']"
 
 
 def shape(config: EpisodeConfig) -> tuple[int, int, int, str]:
@@ -60,7 +60,7 @@ def test_bad_episode_settings_name_the_key(overrides, message):
 
 def test_an_unknown_reset_policy_lists_the_registered_ones():
     # Other tests register policies in this process, so the list is read, not written out.
-    assert {"none", "oracle", "self", "uniform"} <= set(RESET_POLICIES.names())
+    assert {"none", "oracle", "self", "uniform", "least_confident"} <= set(RESET_POLICIES.names())
     message = (
         f"episode.reset_policy: unknown reset policy 'unifrom'; known: {RESET_POLICIES.names()}"
     )

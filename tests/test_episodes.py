@@ -117,7 +117,7 @@ def test_reset_group_continues_the_seed_prefix_token_exactly(task, tokenizer):
 
 
 @pytest.mark.parametrize("preset", ["grpo", "1x4", "2x4", "1x8"])
-@pytest.mark.parametrize("policy", ["uniform", "oracle", "self"])
+@pytest.mark.parametrize("policy", ["uniform", "oracle", "self", "least_confident"])
 def test_every_preset_builds_full_episodes(task, tokenizer, preset, policy):
     config = {**PRESETS[preset]}
     if preset != "grpo":

@@ -152,7 +152,7 @@ def test_unknown_policy_and_bad_fallback():
         ThoughtMDPError, match=r"^fallback must be 'uniform' or 'skip', got 'random'$"
     ):
         make_reset_policy("self", fallback="random")
-    assert {"none", "uniform", "self", "oracle"} <= set(RESET_POLICIES.names())
+    assert {"none", "uniform", "self", "oracle", "least_confident"} <= set(RESET_POLICIES.names())
 
 
 def test_custom_policy_through_entry_point(tmp_path):

@@ -21,8 +21,9 @@ class EpisodeConfig:
         num_resets: K, failed seed chains to reset (0 = GRPO).
         suffix_group_size: M, rollouts resampled from each reset prefix.
         reset_policy: Registered name of the reset policy (``none``, ``uniform``, ``self``,
-            ``oracle`` or a custom one); unused when ``num_resets`` is 0.
-        reset_policy_options: Keyword arguments of the reset policy (e.g. ``fallback``).
+            ``oracle``, ``least_confident`` or a custom one); unused when ``num_resets`` is 0.
+        reset_policy_options: Keyword arguments of the reset policy (e.g. ``fallback``,
+            ``statistic``).
         max_seed_attempts: Most rollouts sampled from the prompt while looking for seeds
             (base group included); without K failures by then, the episode uses what it found.
         normalize_std: Divide advantages by the group's standard deviation (off: Dr. GRPO).
@@ -68,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rrpo": {"reset_policy": "uniform"},
     "srpo": {"reset_policy": "self"},
     "oracle": {"reset_policy": "oracle"},
+    "least_confident": {"reset_policy": "least_confident"},
 }
 """Named differences from the defaults; combine them, e.g. ``episode_config("2x4", "rrpo")``."""
 
@@ -107,19 +109,21 @@ class EpisodeSettings:
 
     Attributes:
         presets: Presets applied in order, each over the ones before: the methods ``grpo``,
-            ``rrpo``, ``srpo``, ``oracle`` and the shapes ``1x4``, ``2x4``, ``1x8`` (e.g.
-            ``[2x4, rrpo]``); every other field that is set wins over all presets.
+            ``rrpo``, ``srpo``, ``oracle``, ``least_confident`` and the shapes ``1x4``,
+            ``2x4``, ``1x8`` (e.g. ``[2x4, rrpo]``); every other field that is set wins over
+            all presets.
         base_group_size: G1, rollouts from the prompt in the base group (``None``: from the
             presets, else 4).
         num_resets: K, failed seed chains to reset; 0 is GRPO (``None``: from the presets,
             else 1).
         suffix_group_size: M, rollouts from each reset prefix (``None``: from the presets,
             else 4).
-        reset_policy: ``none``, ``uniform``, ``self``, ``oracle`` or a registered policy
-            (``None``: from the presets, else ``self``).
+        reset_policy: ``none``, ``uniform``, ``self``, ``oracle``, ``least_confident`` or a
+            registered policy (``None``: from the presets, else ``self``).
         reset_policy_options: Keyword arguments of the reset policy, e.g.
-            ``episode.reset_policy_options.fallback=skip``, or the ``self`` localiser's
-            ``temperature``, ``max_tokens`` and ``template``.
+            ``episode.reset_policy_options.fallback=skip``, the ``self`` localiser's
+            ``temperature``, ``max_tokens`` and ``template``, or the ``least_confident``
+            ``statistic`` (``mean`` or ``min``).
         max_seed_attempts: Most rollouts sampled from the prompt while looking for seeds,
             base group included (``None``: from the presets, else 16).
         normalize_std: Divide advantages by the group's standard deviation; off is Dr. GRPO

@@ -1,7 +1,8 @@
 """Reset policies: where to rewind a failed chain (paper section 4.2).
 
 ``none`` is GRPO (no reset group), ``uniform`` is RRPO, ``self`` is SRPO (the policy names its
-own first wrong step) and ``oracle`` asks the task. Users add theirs with
+own first wrong step), ``oracle`` asks the task and ``least_confident`` picks the thought the
+policy sampled with the lowest token log-probabilities (no model call). Users add theirs with
 :func:`register_reset_policy` or the entry-point group ``thoughtmdp.reset_policies``.
 """
 
@@ -155,12 +156,53 @@ class SelfLocalization(ResetPolicy):
         return decision if status == "ok" else _fall_back(context, decision, self.fallback)
 
 
+Statistic = Literal["mean", "min"]
+
+
+class LeastConfidentReset(ResetPolicy):
+    """Reset at the thought the policy was least sure of, from its behaviour log-probabilities.
+
+    Each thought is scored by ``statistic`` over the log-probabilities of its sampled tokens,
+    leaving out the last (stop) token when there is more than one: a near-certain
+    ``</thought>`` would dilute short thoughts. The lowest score wins, the earliest on a tie.
+    It needs no model call.
+
+    Args:
+        statistic: ``"mean"`` (mean token log-probability) or ``"min"`` (the least likely
+            token).
+    """
+
+    name = "least_confident"
+
+    def __init__(self, statistic: Statistic = "mean") -> None:
+        if statistic not in ("mean", "min"):
+            raise ThoughtMDPError(f"statistic must be 'mean' or 'min', got {statistic!r}")
+        self.statistic = statistic
+
+    async def decide(self, context: ResetContext) -> ResetDecision:
+        """The 1-based index of the first thought with the lowest score.
+
+        Raises:
+            ThoughtMDPError: If a thought of the seed chain has no log-probabilities.
+        """
+        scores = []
+        for index, thought in enumerate(context.seed_trajectory.all_thoughts, start=1):
+            if not thought.logprobs:
+                raise ThoughtMDPError(
+                    f"reset policy {self.name!r} needs log-probabilities, but thought {index} "
+                    "of the seed chain has none (does the backend record them?)"
+                )
+            logprobs = thought.logprobs[:-1] if len(thought.logprobs) > 1 else thought.logprobs
+            scores.append(min(logprobs) if self.statistic == "min" else float(np.mean(logprobs)))
+        return ResetDecision(scores.index(min(scores)) + 1, self.name, parse_status="ok")
+
+
 RESET_POLICIES: Registry[type[ResetPolicy] | Any] = Registry(
     "reset policy", entry_point_group="thoughtmdp.reset_policies"
 )
 """All registered reset policies (built-ins, :func:`register_reset_policy`, entry points)."""
 
-for _policy in (NoReset, UniformReset, OracleReset, SelfLocalization):
+for _policy in (NoReset, UniformReset, OracleReset, SelfLocalization, LeastConfidentReset):
     RESET_POLICIES.register(_policy.name, _policy)
 
 
