@@ -38,7 +38,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_heldout(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """``heldout.json`` by version (empty when the run has none)."""
+    """``heldout.json`` by version (empty when the run has none).
+
+    Each record holds the greedy rollouts (``problem_ids``, ``rewards``, ``well_formed``,
+    ``seconds``; ``pass_rate`` in newer runs) and, when the run set ``heldout.samples``,
+    ``sampled``: ``samples``, ``temperature``, ``passed`` (per problem, 0/1 per sample),
+    ``pass_at_1`` and ``se``.
+    """
     path = Path(run_dir) / HELDOUT_FILE
     if not path.exists():
         return {}

@@ -1,4 +1,4 @@
-"""Pass-rate statistics: confidence intervals, paired differences and unbiased pass@k."""
+"""Pass-rate statistics: confidence intervals, paired differences, pass@k and sampled pass@1."""
 
 from __future__ import annotations
 
@@ -90,3 +90,37 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def sampled_pass_at_1(passed: Sequence[Sequence[bool | int]]) -> tuple[float, float]:
+    """Sampled pass@1 over problems with ``k`` samples each, and its problem-clustered SE.
+
+    pass@1 is the mean over problems of each problem's share of passing samples. Samples of
+    one problem are correlated (they share its difficulty), so the standard error treats the
+    problem as the unit: the sample standard deviation of the per-problem means over the
+    square root of the number of problems (NaN with a single problem).
+
+    Args:
+        passed: Per problem, whether each of its samples passed (0/1 or booleans).
+
+    Returns:
+        ``(pass_at_1, se)``.
+
+    Raises:
+        ValueError: If there are no problems or a problem has no samples.
+
+    Per-problem means 0.5, 1 and 0 give pass@1 0.5; their standard deviation is 0.5, so the
+    SE is 0.5 / sqrt(3):
+
+    >>> [round(x, 4) for x in sampled_pass_at_1([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])]
+    [0.5, 0.2887]
+    """
+    if not passed or not all(passed):
+        raise ValueError("sampled_pass_at_1 needs at least one problem, each with samples")
+    means = [sum(float(p) for p in samples) / len(samples) for samples in passed]
+    n = len(means)
+    mean = sum(means) / n
+    if n < 2:
+        return mean, math.nan
+    var = sum((m - mean) ** 2 for m in means) / (n - 1)
+    return mean, math.sqrt(var / n)

@@ -11,18 +11,28 @@ from collections.abc import Sequence
 from typing import Any
 
 from thoughtmdp.runs.files import EPISODES_FILE, METRICS_FILE, SUMMARY_FILE, read_jsonl
-from thoughtmdp.runs.stats import paired_difference, wilson_interval
+from thoughtmdp.runs.stats import paired_difference, sampled_pass_at_1, wilson_interval
 from thoughtmdp.settings.train import TrainConfig, method_name
 
 
 def heldout_record(result: Any) -> dict[str, Any]:
-    """A held-out result as plain data (per-problem outcomes kept for paired intervals)."""
-    return {
+    """A held-out result as plain data (per-problem outcomes kept for paired intervals).
+
+    Greedy: ``problem_ids``, ``rewards``, ``well_formed``, ``seconds`` and ``pass_rate``.
+    With sampled rollouts (a :class:`~thoughtmdp.evaluation.heldout.HeldoutResult` whose
+    ``sampled`` is set), ``sampled`` holds ``samples`` (k), ``temperature``, ``passed`` (per
+    problem, 0/1 per sample), ``pass_at_1`` and ``se`` (clustered by problem).
+    """
+    record = {
         "problem_ids": list(result.problem_ids),
         "rewards": list(result.rewards),
         "well_formed": list(result.well_formed),
         "seconds": result.seconds,
+        "pass_rate": result.pass_rate,
     }
+    if getattr(result, "sampled", None) is not None:
+        record["sampled"] = result.sampled.record()
+    return record
 
 
 def heldout_summary(heldout: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -48,11 +58,21 @@ def _passed(record: dict[str, Any]) -> list[bool]:
 def _rate(record: dict[str, Any]) -> dict[str, Any]:
     passed = _passed(record)
     low, high = wilson_interval(sum(passed), len(passed))
-    return {
+    rate = {
         "pass_rate": sum(passed) / max(len(passed), 1),
         "ci95": [low, high],
         "well_formed_rate": sum(record["well_formed"]) / max(len(passed), 1),
     }
+    if "sampled" in record:  # runs from before sampled pass@1 have none
+        sampled = record["sampled"]
+        pass_at_1, se = sampled_pass_at_1(sampled["passed"])
+        rate["sampled"] = {
+            "pass_at_1": pass_at_1,
+            "se": se,
+            "samples": sampled["samples"],
+            "temperature": sampled["temperature"],
+        }
+    return rate
 
 
 def reset_statistics(episodes: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -167,6 +187,15 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     console.print(table)
 
 
+def sampled_text(sampled: dict[str, Any]) -> str:
+    """Sampled pass@1 and its standard error as text.
+
+    >>> sampled_text({"pass_at_1": 0.5, "se": 0.0289})
+    '50.0% ± 2.9%'
+    """
+    return f"{sampled['pass_at_1']:.1%} ± {sampled['se']:.1%}"
+
+
 RESET_LABELS = {"resets": "resets with a reset group"}
 
 
@@ -184,6 +213,15 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{rate['pass_rate']:.1%} [{rate['ci95'][0]:.1%}, {rate['ci95'][1]:.1%}]",
                 )
             )
+            if "sampled" in rate:
+                sampled = rate["sampled"]
+                rows.append(
+                    (
+                        f"held-out sampled pass@1 {label} ({sampled['samples']} samples, "
+                        f"T={sampled['temperature']:g})",
+                        f"{sampled_text(sampled)} (SE)",
+                    )
+                )
         if "gain" in held:
             gain = held["gain"]
             rows.append(

@@ -71,6 +71,11 @@ class HeldoutSettings:
             for the learning curves.
         backend: ``transformers`` (no start-up cost, right for small models) or ``vllm``.
         concurrency: Rollouts in flight at once.
+        samples: Rollouts per problem sampled at the actors' temperature and top_p, beside
+            the greedy one, for sampled pass@1 (the mean over problems of each problem's
+            share of passing samples) and its standard error; sample j of a problem has the
+            same seed at every version and in every run, so versions and runs are compared
+            on the same draws. 0: greedy only.
     """
 
     problems: int = 1000  # about 10 s a version; a paired interval of about +-3 points
@@ -78,9 +83,10 @@ class HeldoutSettings:
     versions: int = 4
     backend: Literal["transformers", "vllm"] = "transformers"
     concurrency: int = 64
+    samples: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("problems", "versions"):
+        for name in ("problems", "versions", "samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected 0 or more, got {getattr(self, name)}")
         if self.concurrency < 1:
@@ -93,6 +99,21 @@ class HeldoutSettings:
             max_thoughts=actor.max_thoughts,
             max_total_tokens=actor.max_total_tokens,
             concurrency=self.concurrency,
+        )
+
+    def sampled_eval_settings(self, actor: ActorConfig) -> EvalSettings:
+        """The greedy settings at the actors' temperature and top_p, ``samples`` per problem.
+
+        The sampling seed stays the default one, so the draws do not depend on the run.
+
+        Raises:
+            ConfigError: If ``samples`` is 0.
+        """
+        return replace(
+            self.eval_settings(actor),
+            temperature=actor.sampling.temperature,
+            top_p=actor.sampling.top_p,
+            samples=self.samples,
         )
 
 

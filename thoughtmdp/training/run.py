@@ -18,7 +18,7 @@ from typing import Any
 
 from thoughtmdp.runs.files import CONFIG_FILE, HELDOUT_FILE, SUMMARY_FILE
 from thoughtmdp.runs.progress import Progress
-from thoughtmdp.runs.summary import heldout_record, print_summary, write_summary
+from thoughtmdp.runs.summary import heldout_record, print_summary, sampled_text, write_summary
 from thoughtmdp.settings.train import (
     TrainConfig,
     actor_config,
@@ -118,7 +118,7 @@ class HeldoutEvaluator:
 
     Args:
         resolved: The resolved run.
-        console: Where each version's pass rate is printed.
+        console: Where each version's pass rate (and sampled pass@1) is printed.
 
     Attributes:
         results: ``heldout.json`` records by version, filled as versions are evaluated.
@@ -136,6 +136,8 @@ class HeldoutEvaluator:
             return
         adapters = [(v, None if v == 0 else _adapter_folder(self.run_dir, v)) for v in versions]
         label = f"evaluating {len(adapters)} version(s) on {settings.problems} problems"
+        if settings.samples:
+            label += f" (greedy and {settings.samples} samples each)"
         with self.console.status(label):
             self._evaluate(adapters)
 
@@ -158,7 +160,16 @@ class HeldoutEvaluator:
 
         async def run_all() -> None:  # the engine's slots belong to this event loop
             engine = EvalEngine(backend, task, settings.eval_settings(actor), split=settings.split)
-            await evaluate_versions(engine, problems, adapters, self._record)
+            sampled = None
+            if settings.samples:  # shares the greedy engine's slots: one batch for both
+                sampled = EvalEngine(
+                    backend,
+                    task,
+                    settings.sampled_eval_settings(actor),
+                    split=settings.split,
+                    slots=engine.slots,
+                )
+            await evaluate_versions(engine, problems, adapters, self._record, sampled)
 
         try:
             asyncio.run(run_all())
@@ -167,10 +178,18 @@ class HeldoutEvaluator:
             task.close()
 
     def _record(self, version: int, result: Any) -> None:
-        self.results[version] = heldout_record(result)
+        record = self.results[version] = heldout_record(result)
+        sampled = record.get("sampled")
         self.console.print(
             f"held-out pass rate, version {version}: {result.pass_rate:.1%} of "
-            f"{len(result.rewards)} problems ({result.seconds:.1f}s)"
+            f"{len(result.rewards)} problems"
+            + (
+                f"; sampled pass@1 {sampled_text(sampled)} ({sampled['samples']} samples, "
+                f"T={sampled['temperature']:g})"
+                if sampled
+                else ""
+            )
+            + f" ({result.seconds:.1f}s)"
         )
         data = {str(v): r for v, r in sorted(self.results.items())}
         (self.run_dir / HELDOUT_FILE).write_text(json.dumps(data) + "\n")
