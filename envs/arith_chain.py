@@ -6,7 +6,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
@@ -88,23 +88,19 @@ class ArithChainTask(VerifiableTask):
         """Problem ``index`` of ``split``."""
         rng = np.random.default_rng([self.seed, SPLIT_CODES[split], index])
         while True:
-            operands = [
-                int(x)
-                for x in rng.integers(
-                    self.operand_range[0], self.operand_range[1] + 1, self.num_steps + 1
-                )
-            ]
-            ops = [
-                self.operators[int(k)]
-                for k in rng.integers(len(self.operators), size=self.num_steps)
-            ]
+            operands, ops, extra = self.draw_chain(rng)
             question = str(operands[0]) + "".join(
                 f"{op}{b}" for op, b in zip(ops, operands[1:], strict=True)
             )
             if _split_of(question) == split:
                 break
         results = _running_results(operands, ops)
-        payload = {"operands": tuple(operands), "ops": tuple(ops), "results": tuple(results)}
+        payload = {
+            "operands": tuple(operands),
+            "ops": tuple(ops),
+            "results": tuple(results),
+            **extra,
+        }
         return Problem(
             id=f"{split}/{index}",
             question=question,
@@ -112,6 +108,17 @@ class ArithChainTask(VerifiableTask):
             split=split,
             payload=payload,
         )
+
+    def draw_chain(self, rng: np.random.Generator) -> tuple[list[int], list[str], dict[str, Any]]:
+        """Operands, operators and extra payload of one candidate problem.
+
+        Subclasses change how chains look by overriding this; the split, the question text
+        and the gold results are derived from what it returns.
+        """
+        low, high = self.operand_range
+        operands = [int(x) for x in rng.integers(low, high + 1, self.num_steps + 1)]
+        picks = rng.integers(len(self.operators), size=self.num_steps)
+        return operands, [self.operators[int(k)] for k in picks], {}
 
     def score(self, problem: Problem, thoughts: Sequence[str]) -> Score:
         r"""1.0 when the final thought holds exactly one ``\boxed{}`` equal to the gold result."""

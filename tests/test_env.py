@@ -244,8 +244,8 @@ def test_constructor_validates_arguments():
 def test_unknown_env_id_lists_known_ids():
     message = (
         "unknown env id 'thoughtmdp/ArithChain-v1'. Did you mean 'thoughtmdp/ArithChain-v0'? "
-        "Known ids: thoughtmdp/ArithChain-v0, thoughtmdp/LiveCodeBench-v0, thoughtmdp/Math-v0, "
-        "thoughtmdp/ReasoningGym-v0"
+        "Known ids: thoughtmdp/ArithChain-v0, thoughtmdp/HardStepChain-v0, "
+        "thoughtmdp/LiveCodeBench-v0, thoughtmdp/Math-v0, thoughtmdp/ReasoningGym-v0"
     )
     with pytest.raises(UnknownNameError, match=f"^{re.escape(message)}$"):
         thoughtmdp.make("thoughtmdp/ArithChain-v1")

@@ -11,6 +11,7 @@ from thoughtmdp.errors import UnknownNameError
 
 ENV_IDS = {
     "thoughtmdp/ArithChain-v0": "arith_chain",
+    "thoughtmdp/HardStepChain-v0": "hard_step_chain",
     "thoughtmdp/Math-v0": "math",
     "thoughtmdp/ReasoningGym-v0": "reasoning_gym",
     "thoughtmdp/LiveCodeBench-v0": "livecodebench",

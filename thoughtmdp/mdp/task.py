@@ -170,6 +170,7 @@ def make_task(name: str, **kwargs: Any) -> VerifiableTask:
 
 BUILTIN_TASKS = {
     "arith_chain": "thoughtmdp.envs.arith_chain:ArithChainTask",
+    "hard_step_chain": "thoughtmdp.envs.hard_step_chain:HardStepChainTask",
     "math": "thoughtmdp.envs.math.task:MathTask",
     "reasoning_gym": "thoughtmdp.envs.reasoning_gym_task:ReasoningGymTask",
     "livecodebench": "thoughtmdp.envs.livecodebench.task:LiveCodeBenchTask",
