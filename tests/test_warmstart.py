@@ -25,7 +25,8 @@ RECIPE = WarmStartRecipe()
 def test_a_trace_is_the_rollout_prompt_and_closed_thoughts():
     task = recipe_task(RECIPE)
     problem = task.get_problem("train/0")  # 8+6+5+3
-    prompt, target = trace_example(task, problem, 0.0, np.random.default_rng(0))
+    clean = WarmStartRecipe(error_rate=0.0)
+    prompt, target = trace_example(task, problem, clean, np.random.default_rng(0))
     assert prompt == "Q: 8+6+5+3\n"
     assert target == "8+6=14</thought>14+5=19</thought>19+3=22 \\boxed{22}</thought>"
 

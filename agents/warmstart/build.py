@@ -119,6 +119,7 @@ def build_warm_start(
     trained = time.perf_counter() - started
     report = warm_start_report(folder, recipe)
     report.update(
+        task=recipe.task,
         train_seconds=round(trained, 1),
         build_seconds=round(time.perf_counter() - started, 1),
         final_loss=round(final_loss, 4),

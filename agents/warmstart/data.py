@@ -22,7 +22,9 @@ from thoughtmdp.envs.arith_chain import (
     next_reference_thought,
     reference_thoughts,
 )
+from thoughtmdp.mdp.boxed import last_boxed
 from thoughtmdp.mdp.prompts import THOUGHT_DELIMITER
+from thoughtmdp.mdp.task import make_task
 from thoughtmdp.settings.warmstart import WarmStartRecipe
 from thoughtmdp.types import PrefixState, Problem, Thought, Trajectory
 
@@ -31,16 +33,33 @@ MAX_DRAWS = 1000  # a failed chain needs one mistake; this many draws without on
 
 
 def recipe_task(recipe: WarmStartRecipe, size: int = 10_000) -> ArithChainTask:
-    """The ArithChain task of a recipe (``size`` train problems)."""
-    return ArithChainTask(**recipe.task_options(), seed=recipe.seed, size=size)
+    """The task of a recipe (``size`` train problems)."""
+    task = make_task(recipe.task, **recipe.task_options(), seed=recipe.seed, size=size)
+    assert isinstance(task, ArithChainTask)
+    return task
 
 
 def trace_example(
-    task: ArithChainTask, problem: Problem, error_rate: float, rng: np.random.Generator
+    task: ArithChainTask, problem: Problem, recipe: WarmStartRecipe, rng: np.random.Generator
 ) -> Example:
-    """A rollout prompt and a reference chain with mistakes at ``error_rate`` per step."""
-    thoughts = reference_thoughts(problem, error_rate, rng)
+    """A rollout prompt and a reference chain with the recipe's mistakes."""
+    thoughts = noisy_chain(problem, recipe.error_rate, recipe.hard_error_rate, rng)
     return task.render_prompt(problem), "".join(t + THOUGHT_DELIMITER for t in thoughts)
+
+
+def noisy_chain(
+    problem: Problem, error_rate: float, hard_error_rate: float, rng: np.random.Generator
+) -> list[str]:
+    """A reference chain: its steps err at ``error_rate``, its hard step at ``hard_error_rate``.
+
+    For a problem without a hard step this is :func:`reference_thoughts`, draw for draw.
+    """
+    hard = problem.payload.get("hard_step")
+    thoughts: list[str] = []
+    while not thoughts or last_boxed(thoughts[-1]) is None:
+        rate = hard_error_rate if len(thoughts) + 1 == hard else error_rate
+        thoughts.append(next_reference_thought(problem, thoughts, rate, rng))
+    return thoughts
 
 
 def failed_chain(
@@ -102,7 +121,7 @@ def examples(
         if rng.random() < recipe.localization_share:
             yield localization_example(task, problem, recipe.error_rate, rng, end_token)
         else:
-            yield trace_example(task, problem, recipe.error_rate, rng)
+            yield trace_example(task, problem, recipe, rng)
         index += 1
 
 
@@ -113,7 +132,7 @@ def tokenizer_corpus(
     rng = np.random.default_rng([recipe.seed, 0])
     problems = task.problems("train")
     for index in range(documents):
-        prompt, target = trace_example(task, problems[index], recipe.error_rate, rng)
+        prompt, target = trace_example(task, problems[index], recipe, rng)
         yield prompt + target
         prompt, target = localization_example(task, problems[index], recipe.error_rate, rng, "")
         yield prompt + target

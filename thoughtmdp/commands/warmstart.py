@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     report = warm_start_with_progress(recipe, console, rebuild=args.rebuild)
-    print_report(report, console)
+    if not report["built"]:  # a fresh build has printed its report already
+        print_report(report, console)
     return 0
 
 

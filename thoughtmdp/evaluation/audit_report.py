@@ -83,6 +83,50 @@ def localization_summary(records: Sequence[LocalizationRecord]) -> dict[str, Any
     }
 
 
+def first_error_summary(
+    result: AuditResult, focus: dict[str, int | None] | None = None
+) -> dict[str, Any]:
+    """Where the policy's own chains first go wrong, and how often a chain reaches a step cleanly.
+
+    Args:
+        result: An audit of sampled chains (one record per failed chain).
+        focus: A step of interest by problem id (e.g. a hard step), if the task has one.
+
+    Returns:
+        ``sampled_pass_rate``, the ``first_error_histogram`` (oracle step -> failed chains)
+        and, with ``focus``, ``at_focus_rate`` (failed chains whose first mistake is the focus
+        step), ``before_focus_rate`` and ``reach_focus_clean_rate``: the share of all chains
+        with no mistake before the focus step, the ``p`` of Theorem 1.
+
+    >>> records = [LocalizationRecord("a", 0, ("x",) * 4, None, k, "ok", "") for k in (2, 3, 3)]
+    >>> summary = first_error_summary(AuditResult(5, 3, records), {"a": 3})
+    >>> summary["at_focus_rate"], summary["reach_focus_clean_rate"], summary["sampled_pass_rate"]
+    (0.6666666666666666, 0.8, 0.4)
+    """
+    judged = [r for r in result.records if r.oracle_index is not None]
+    out: dict[str, Any] = {
+        "chains": result.chains,
+        "sampled_pass_rate": 1 - result.failed / result.chains if result.chains else None,
+        "first_error_histogram": {
+            str(k): n for k, n in sorted(Counter(r.oracle_index for r in judged).items())
+        },
+    }
+    if focus is None:
+        return out
+    aimed = [
+        (r.oracle_index, step)
+        for r in judged
+        if r.oracle_index is not None and (step := focus.get(r.problem_id)) is not None
+    ]
+    before = sum(k < f for k, f in aimed)
+    return {
+        **out,
+        "at_focus_rate": _rate([k == f for k, f in aimed]),
+        "before_focus_rate": _rate([k < f for k, f in aimed]),
+        "reach_focus_clean_rate": 1 - before / result.chains if result.chains else None,
+    }
+
+
 def audit_markdown(summary: dict[str, Any]) -> str:
     """The summary as Markdown: headline numbers, then one table per panel of Fig. 4.
 

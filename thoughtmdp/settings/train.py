@@ -230,7 +230,7 @@ def _derive(config: TrainConfig) -> TrainConfig:
     learner = replace(config.learner, model=model, run_dir=config.run_dir, loss=loss)
     actor = config.actor
     task_options = dict(actor.task_options)
-    if config.embedded and actor.task == "arith_chain":
+    if config.embedded and actor.task == config.warmstart.task:
         task_options = {**config.warmstart.task_options(), **task_options}
     engine_options = {"dtype": learner.dtype, **actor.engine_options}
     actor = replace(

@@ -1,5 +1,8 @@
 """The recipe of the embedded policy: a tiny Qwen2 model taught ArithChain from scratch.
 
+The recipe's task is ``arith_chain`` (the default) or ``hard_step_chain``, the long chains
+with one hard step on which resets are measured.
+
 A recipe names everything that decides the model (task, traces, mistakes, architecture,
 optimiser, seed); the model is built once and cached under the user's cache directory in a
 folder named by the recipe's fingerprint, so changing any field builds a new model. No torch
@@ -19,6 +22,10 @@ from thoughtmdp.errors import ConfigError
 from thoughtmdp.settings.convert import to_dict
 
 RECIPE_FORMAT = 1  # bump when the builder changes what a recipe produces
+RECIPE_TASKS = ("arith_chain", "hard_step_chain")
+LATER_FIELDS = {"task": "arith_chain", "hard_error_rate": 0.0, "hard_operand_range": [3, 9]}
+"""Fields added after format 1: they enter the fingerprint only when they differ from these,
+so the models of earlier recipes stay cached."""
 CACHE_ENV = "THOUGHTMDP_CACHE"
 
 TINY_PROMPT = "Q: {question}\n"
@@ -40,11 +47,20 @@ class WarmStartRecipe:
     uniformly, so the answer has to come from checking the steps, not from where mistakes
     usually are.
 
+    For ``hard_step_chain`` the traces' hard step (the multiplication, at a uniformly drawn
+    position) errs at ``hard_error_rate`` and the easy steps at ``error_rate``, so the
+    policy's own failures gather at the hard step; the model serves every ``hard_step``.
+
     Attributes:
-        num_steps: Operations per ArithChain problem.
-        operators: Operators the problems use.
-        operand_range: Inclusive range of operands.
-        error_rate: Chance that a step of a training trace carries a mistake.
+        task: ``arith_chain`` or ``hard_step_chain``.
+        num_steps: Operations per problem.
+        operators: Operators the problems use (``arith_chain`` only).
+        operand_range: Inclusive range of operands (of the easy steps, for
+            ``hard_step_chain``).
+        hard_operand_range: Inclusive range of the multiplier (``hard_step_chain`` only).
+        error_rate: Chance that a step of a training trace carries a mistake (an easy step,
+            for ``hard_step_chain``).
+        hard_error_rate: Chance that the hard step of a ``hard_step_chain`` trace carries one.
         localization_share: Share of training examples that are localisation questions.
         prompt_template: Rollout prompt (``{question}``).
         localizer_template: Localisation prompt (``{question}``, ``{steps}``, ``{num_steps}``).
@@ -62,10 +78,13 @@ class WarmStartRecipe:
         eval_problems: Held-out problems in the build report.
     """
 
+    task: str = "arith_chain"
     num_steps: int = 3
     operators: str = "+-"
     operand_range: tuple[int, int] = (1, 9)
+    hard_operand_range: tuple[int, int] = (3, 9)
     error_rate: float = 0.3
+    hard_error_rate: float = 0.0
     localization_share: float = 0.5
     prompt_template: str = TINY_PROMPT
     localizer_template: str = TINY_LOCALIZER
@@ -83,7 +102,9 @@ class WarmStartRecipe:
     eval_problems: int = 400
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "localization_share", "final_lr_ratio"):
+        if self.task not in RECIPE_TASKS:
+            raise ConfigError(f"warmstart.task: expected one of {RECIPE_TASKS}, got {self.task!r}")
+        for name in ("error_rate", "hard_error_rate", "localization_share", "final_lr_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"warmstart.{name}: expected 0..1, got {getattr(self, name)}")
         for name in ("num_steps", "steps", "batch_size", "eval_problems", "num_heads"):
@@ -98,18 +119,28 @@ class WarmStartRecipe:
             )
 
     def task_options(self) -> dict[str, Any]:
-        """The ``arith_chain`` task options the model is trained for."""
-        return {
+        """The options of the task the model is trained for (``task``)."""
+        options: dict[str, Any] = {
             "num_steps": self.num_steps,
-            "operators": self.operators,
             "operand_range": list(self.operand_range),
             "prompt_template": self.prompt_template,
             "localizer_template": self.localizer_template,
         }
+        if self.task == "hard_step_chain":
+            return {
+                **options,
+                "hard_step": None,
+                "hard_operand_range": list(self.hard_operand_range),
+            }
+        return {**options, "operators": self.operators}
 
     def fingerprint(self) -> str:
         """A short hash of the recipe: the name of its cache folder."""
-        text = json.dumps({"format": RECIPE_FORMAT, **to_dict(self)}, sort_keys=True)
+        fields = to_dict(self)
+        for name, default in LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        text = json.dumps({"format": RECIPE_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
