@@ -28,6 +28,11 @@ from thoughtmdp.settings.train import (
     resolve,
 )
 from thoughtmdp.training import launch
+from thoughtmdp.training.base_heldout import (
+    base_record_path,
+    read_base_record,
+    write_base_record,
+)
 
 
 def train(config: TrainConfig, console: Any) -> dict[str, Any]:
@@ -128,12 +133,24 @@ class HeldoutEvaluator:
         assert resolved.run_dir is not None
         self.resolved, self.console, self.run_dir = resolved, console, resolved.run_dir
         self.results: dict[int, dict[str, Any]] = {}
+        self.base_path = base_record_path(resolved)
 
     def __call__(self, versions: list[int]) -> None:
-        """Evaluate ``versions`` (0 is the base model; it has to come first)."""
+        """Evaluate ``versions`` (0 is the base model; it has to come first).
+
+        The embedded policy's version 0 is read from its stored record when an earlier run
+        evaluated it the same way (:mod:`thoughtmdp.training.base_heldout`).
+        """
         settings = self.resolved.heldout
         if not settings.problems or not versions:
             return
+        if versions[0] == 0 and (stored := read_base_record(self.base_path)) is not None:
+            self.console.print("held-out record of version 0 (the embedded policy) reused")
+            self.results[0] = stored
+            self._write()
+            versions = versions[1:]
+            if not versions:
+                return
         adapters = [(v, None if v == 0 else _adapter_folder(self.run_dir, v)) for v in versions]
         label = f"evaluating {len(adapters)} version(s) on {settings.problems} problems"
         if settings.samples:
@@ -191,6 +208,11 @@ class HeldoutEvaluator:
             )
             + f" ({result.seconds:.1f}s)"
         )
+        if version == 0:
+            write_base_record(self.base_path, record)
+        self._write()
+
+    def _write(self) -> None:
         data = {str(v): r for v, r in sorted(self.results.items())}
         (self.run_dir / HELDOUT_FILE).write_text(json.dumps(data) + "\n")
 
