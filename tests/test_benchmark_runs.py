@@ -70,21 +70,28 @@ def test_a_failed_run_names_its_log(tmp_path):
 
 
 @pytest.mark.slow
-def test_learning_quick_writes_curves_and_the_comparison(cache, tmp_path):
+def test_learning_quick_writes_curves_goals_and_the_probe(cache, tmp_path):
     learning = load("learning")
     out, runs = tmp_path / "results", tmp_path / "runs"
-    argv = ["--quick", "--methods", "grpo", "srpo", "--steps", "2", *settings()]
+    argv = ["--quick", "--methods", "grpo", "oracle", *settings()]
     learning.main([*argv, "--out", str(out), "--runs", str(runs)])
     report = json.loads((out / "learning.json").read_text())
-    assert set(report["methods"]) == {"grpo", "srpo"}
-    for name in ("grpo", "srpo"):
-        curve = report["runs"][name][0]["curve"]
-        assert [p["version"] for p in curve] == [0, 1, 2]
-        assert curve[0]["samples"] == 0 and curve[-1]["samples"] > curve[1]["samples"] > 0
-    assert report["runs"]["grpo"][0]["curve"][-1]["samples"] == 2 * 4 * 8
-    assert "exact_match_rate" in report["methods"]["srpo"]["resets"]
-    assert "grpo_final" in report["comparison"]
-    assert "| srpo |" in (out / "learning.md").read_text()
+    assert set(report["main"]) == {"grpo", "oracle"}
+    for key in ("h8/grpo-lr0.0002-seed0", "h8/oracle-lr0.0002-seed0"):
+        curve = report["runs"][key]["curve"]
+        assert [p["version"] for p in curve] == [0, 2]
+        assert curve[0]["rollouts"] == curve[0]["tokens"] == 0
+        assert curve[-1]["rollouts"] == 2 * 4 * 8 and curve[-1]["tokens"] > 0
+        assert 0 <= curve[-1]["sampled"] <= 1 and curve[-1]["sampled_se"] >= 0
+    # version 0 is evaluated once and shared: both runs start from the same draws
+    assert (
+        report["runs"]["h8/grpo-lr0.0002-seed0"]["curve"][0]
+        == (report["runs"]["h8/oracle-lr0.0002-seed0"]["curve"][0])
+    )
+    assert report["main"]["oracle"]["resets"]["exact_match_rate"] is not None
+    assert 0 <= report["probes"]["8"]["reach_focus_clean_rate"] <= 1
+    assert any(g["goal"].startswith("oracle reaches") for g in report["goals"])
+    assert "| oracle |" in (out / "learning.md").read_text()
     assert (out / "learning.png").stat().st_size > 10_000
 
 

@@ -95,7 +95,7 @@ def _announce(resolved: TrainConfig, console: Any) -> None:
     if resolved.actor.backend != "auto":
         why = f"actor.backend={resolved.actor.backend}"
     model = (
-        "the embedded policy (warm-started ArithChain model)"
+        f"the embedded policy (a tiny model warm-started on {resolved.warmstart.task})"
         if resolved.embedded
         else resolved.model
     )

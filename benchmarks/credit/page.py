@@ -1,0 +1,136 @@
+"""The learning benchmark's results page, in Markdown."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+RESET_COLUMNS = (
+    "exact_match_rate",
+    "clean_prefix_rate",
+    "correction_clean",
+    "correction_erroneous",
+    "signal_reset_to_base",
+)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Goals first, then the main comparison, the learning-rate check, the knob, the shapes."""
+    b = report["budget"]
+    lines = [
+        "# Learning: resets against GRPO on HardStepChain",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {report['machine']}; the runs took {report['minutes']:.0f} minutes in all.",
+        "",
+        f"Each run: {b['steps']} learner steps of {b['prompts']} prompts x 8 rollouts; sampled "
+        f"pass@1 ({b['samples']} samples a problem, temperature 1) and greedy pass rate on "
+        f"{b['problems']} held-out problems at {b['versions'] + 2} evenly spaced versions. "
+        "Intervals are 95 %: Student-t over seeds for pass rates and paired gaps, a paired "
+        "bootstrap over seeds for ratios of rollouts.",
+        "",
+        *goal_table(report["goals"]),
+        *method_table("Main comparison (hard step 8 of 8)", report["main"]),
+        "![learning curves](learning.png)",
+        "",
+        *lr_table(report["lr"], report["learning_rates"]),
+        *knob_table(report["knob"], report["probes"]),
+        *method_table("Episode shapes and least-confident resets", report["shapes"]),
+        *goal_table(report["shape_goals"], "Shapes against GRPO"),
+    ]
+    return "\n".join(lines)
+
+
+def goal_table(goals: list[dict[str, Any]], title: str = "Goals") -> list[str]:
+    if not goals:
+        return []
+    lines = [f"## {title}", "", "| goal | measured [95 %] | verdict |", "|---|---:|---|"]
+    for g in goals:
+        fmt = _ratio if g["ratio"] else _points
+        interval = f"{fmt(g['value'])} [{fmt(g['low'])}, {fmt(g['high'])}]"
+        lines.append(f"| {g['goal']} | {interval} | {'met' if g['met'] else 'missed'} |")
+    return [*lines, ""]
+
+
+def method_table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        f"## {title}",
+        "",
+        "| method | seeds | start | final pass@1 [95 %] | SE a version | greedy final | rollouts "
+        "| tokens | minutes | " + " | ".join(RESET_COLUMNS) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(RESET_COLUMNS),
+    ]
+    for name, r in rows.items():
+        interval = f"{_pct(r['final'])} [{_pct(r['final_low'])}, {_pct(r['final_high'])}]"
+        resets = " | ".join(
+            _pct(r["resets"].get(k), k == "signal_reset_to_base") for k in RESET_COLUMNS
+        )
+        lines.append(
+            f"| {name} | {r['seeds']} | {_pct(r['start'])} | {interval} | {_pct(r['final_se'])} | "
+            f"{_pct(r['greedy_final'])} | {r['rollouts']:,.0f} | {r['tokens']:,.0f} | "
+            f"{r['minutes']:.1f} | {resets} |"
+        )
+    return [*lines, ""]
+
+
+def lr_table(rows: list[dict[str, Any]], chosen: dict[str, float]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Learning-rate check", "", "| method@lr | final pass@1 [95 %] |", "|---|---:|"]
+    lines += [
+        f"| {r['run']} | {_pct(r['final'])} [{_pct(r['low'])}, {_pct(r['high'])}] |" for r in rows
+    ]
+    picked = ", ".join(f"{m} {lr:g}" for m, lr in chosen.items()) or "not yet (check unfinished)"
+    return [*lines, "", f"Rates used: {picked}.", ""]
+
+
+def knob_table(rows: list[dict[str, Any]], probes: dict[str, Any]) -> list[str]:
+    if not rows:
+        return []
+    methods = sorted({k for r in rows for k, v in r.items() if isinstance(v, dict)})
+    lines = [
+        "## The knob: position of the hard step",
+        "",
+        "p is the share of sampled chains of the starting policy with no mistake before the "
+        "hard step; the ratios are rollouts to GRPO's final pass@1 at that position over "
+        "GRPO's rollouts.",
+        "",
+        "| hard step | p | self-localisation (uniform) | correction clean / erroneous | "
+        "GRPO final | " + " | ".join(methods) + " |",
+        "|---:|---:|---:|---:|---:|" + "---:|" * len(methods),
+    ]
+    for r in rows:
+        probe = probes.get(str(r["hard_step"]), {})
+        correction = probe.get("correction", {})
+        cells = [
+            f"{_ratio(r[m]['ratio'])} [{_ratio(r[m]['low'])}, {_ratio(r[m]['high'])}]"
+            if m in r
+            else "–"
+            for m in methods
+        ]
+        lines.append(
+            f"| {r['hard_step']} | {_pct(r['p'])} | {_pct(probe.get('exact_match_rate'))} "
+            f"({_pct(probe.get('uniform_baseline'))}) | "
+            f"{_pct(correction.get('clean', {}).get('rate'))} / "
+            f"{_pct(correction.get('erroneous', {}).get('rate'))} | {_pct(r['target'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*lines, "", "![knob](learning_knob.png)", ""]
+
+
+def _pct(value: float | None, plain: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.2f}" if plain else f"{value:.1%}"
+
+
+def _points(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{100 * value:+.1f} pts"
+
+
+def _ratio(value: float) -> str:
+    return "not reached" if math.isinf(value) else "–" if math.isnan(value) else f"{value:.2f}x"
