@@ -127,21 +127,22 @@ def study(name: str, budget: Budget, lrs: dict[str, float]) -> list[Run]:
     few = min(3, budget.seeds)
 
     def runs(methods: tuple[str, ...], seeds: int, knobs: tuple[int, ...]) -> list[Run]:
+        # seed by seed, so that an interrupted study has every method on its first seeds
         return [
             Run(m, s, h, lrs.get(m, DEFAULT_LR))
+            for s in range(seeds)
             for h in knobs
             for m in methods
-            for s in range(seeds)
         ]
 
     if name == "main":
-        return runs(("grpo", "rrpo", "srpo", "oracle"), budget.seeds, (MAIN_KNOB,))
+        return runs(("grpo", "oracle", "srpo", "rrpo"), budget.seeds, (MAIN_KNOB,))
     if name == "lr":
         return [
             Run(m, s, MAIN_KNOB, lr)
+            for s in range(min(2, budget.seeds))
             for m in ("grpo", "srpo")
             for lr in LEARNING_RATES
-            for s in range(min(2, budget.seeds))
         ]
     if name == "knob":
         return runs(("grpo", "oracle", "srpo"), few, KNOBS)
