@@ -50,7 +50,10 @@ def method_rows(runs: Runs) -> dict[str, dict[str, Any]]:
 
 
 def goals(runs: Runs) -> list[dict[str, Any]]:
-    """Each goal of the main comparison: its measured value, interval and verdict."""
+    """Each goal of the main comparison: its measured value, interval and verdict.
+
+    A verdict needs an interval, so with fewer than 2 seeds every goal is open (``None``).
+    """
     out = []
     for method, bound in GOALS.items():
         if method in runs and "grpo" in runs:
@@ -90,6 +93,8 @@ def goals(runs: Runs) -> list[dict[str, Any]]:
                 gap["high"] >= 0,
             )
         )
+    if min((len(r) for r in runs.values()), default=0) < 2:
+        return [{**g, "met": None} for g in out]
     return out
 
 
