@@ -29,6 +29,7 @@ from thoughtmdp.errors import (
     ThoughtMDPError,
     UnknownNameError,
     VerifierTimeout,
+    VerifierUnavailable,
 )
 from thoughtmdp.mdp.env import ThoughtMDPEnv, make_task_env
 from thoughtmdp.mdp.gym_ids import ENV_IDS, make, register_envs
@@ -81,6 +82,7 @@ __all__ = [
     "UnknownNameError",
     "VerifiableTask",
     "VerifierTimeout",
+    "VerifierUnavailable",
     "episode_config",
     "episode_metrics",
     "group_advantages",

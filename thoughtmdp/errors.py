@@ -39,6 +39,14 @@ class VerifierTimeout(ThoughtMDPError, TimeoutError):
     """A verifier ran past its time limit."""
 
 
+class VerifierUnavailable(ThoughtMDPError, RuntimeError):
+    """A verifier cannot run at all: its worker process fails to start or keeps crashing.
+
+    This is a setup problem, never a verdict on an answer, so it is raised rather than
+    scored as a zero reward; the message names the verifier and what failed.
+    """
+
+
 def require(module: str, extra: str) -> None:
     """Raise :class:`DependencyNotInstalled` unless ``module`` can be imported.
 

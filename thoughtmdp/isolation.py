@@ -1,14 +1,19 @@
 """Running a function in a long-lived child process under a time limit.
 
-A :class:`TimedWorker` keeps one child process (started with ``spawn``, so it is safe in
-programs that use threads or asyncio) and runs one call at a time in it. A call that runs
-past its time limit gets the child killed and raises :class:`VerifierTimeout`; a child that
-crashes raises :class:`WorkerCrashed`; either way the next call starts a fresh child.
-Exceptions raised by the function come back as the same exception type when they can be
-pickled, with the child's traceback attached as ``__cause__``.
+A :class:`TimedWorker` keeps one child process and runs one call at a time in it. A call
+that runs past its time limit gets the child killed and raises :class:`VerifierTimeout`; a
+child that crashes raises :class:`WorkerCrashed`; either way the next call starts a fresh
+child. A child that cannot start raises :class:`WorkerStartError`, a
+:class:`~thoughtmdp.errors.VerifierUnavailable`. Exceptions raised by the function come
+back as the same exception type when they can be pickled, with the child's traceback
+attached as ``__cause__``.
 
-Programs run as scripts must create workers under ``if __name__ == "__main__":``, because
-``spawn`` imports the main module again in the child.
+The child is a fresh interpreter (``sys.executable -c`` with a small start-up program,
+started by :mod:`subprocess`, so it is safe in programs that use threads or asyncio) that
+takes the parent's ``sys.path`` and imports only this module and the target's. It never
+imports the caller's main module, so workers work the same from a script with or without
+``if __name__ == "__main__":``, a notebook or ``python -c``; in return, the target cannot
+be a function defined in the main module.
 """
 
 from __future__ import annotations
@@ -16,26 +21,43 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import traceback
 import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-from thoughtmdp.errors import ThoughtMDPError, VerifierTimeout
+from thoughtmdp.errors import ThoughtMDPError, VerifierTimeout, VerifierUnavailable
 
 Target = Callable[..., Any] | str
 """A picklable top-level function, or ``"package.module:function"`` to import in the child."""
 
+BOOT = """\
+import pickle, sys, traceback
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+try:
+    path, *boot = pickle.loads(conn.recv_bytes())
+    sys.path[:] = path
+    from thoughtmdp.isolation import _serve
+except BaseException:
+    conn.send_bytes(pickle.dumps(("failed", traceback.format_exc())))
+    raise SystemExit(1)
+_serve(conn, *boot)
+"""
+"""The child's ``-c`` program: take the parent's ``sys.path``, then serve calls."""
 
-class WorkerStartError(ThoughtMDPError, RuntimeError):
-    """The child process could not start or import its function."""
+
+class WorkerStartError(VerifierUnavailable):
+    """The child process could not start, import its function or run its initializer."""
 
 
 class WorkerCrashed(ThoughtMDPError, RuntimeError):
@@ -58,20 +80,22 @@ class TimedWorker:
 
     The clock of a call starts when the call is handed to an idle child that has finished
     starting (imports and ``initializer`` included), so start-up time never counts.
-    Calls from several threads are safe; they take turns.
+    Calls from several threads are safe; they take turns. The child is a new interpreter
+    that never imports the caller's main module (see the module docstring).
 
     Args:
-        target: A picklable top-level function, or ``"package.module:function"``.
+        target: A picklable top-level function of an importable module (not the main
+            module), or ``"package.module:function"``.
         timeout: Seconds a call may run in the child; ``None`` for no limit.
         initializer: Run once in each new child before it reports ready (same forms).
-        initargs: Positional arguments of ``initializer``.
-        context: The multiprocessing start method: ``"spawn"`` or ``"forkserver"``.
+        initargs: Positional arguments of ``initializer`` (picklable).
+        executable: The Python interpreter of the child (default: ``sys.executable``).
         start_timeout: Seconds a child may take to start.
         name: Used in messages (default: the target's name).
 
     Raises:
-        TypeError: If ``target`` or ``initializer`` cannot be pickled.
-        ValueError: If ``context`` is not ``"spawn"`` or ``"forkserver"``.
+        TypeError: If ``target``, ``initializer`` or ``initargs`` cannot be sent to a
+            child, for instance a function defined in the main module.
 
     >>> import operator
     >>> with TimedWorker(operator.add, timeout=10) as worker:
@@ -86,17 +110,15 @@ class TimedWorker:
         *,
         initializer: Target | None = None,
         initargs: Sequence[Any] = (),
-        context: str = "spawn",
+        executable: str | os.PathLike[str] | None = None,
         start_timeout: float = 120.0,
         name: str | None = None,
     ) -> None:
-        if context not in ("spawn", "forkserver"):
-            raise ValueError(f"context must be 'spawn' or 'forkserver', got {context!r}")
         self.timeout = timeout
         self.start_timeout = start_timeout
         self.name = name or _target_name(target)
-        self._boot = _dumps_target(target), _dumps_target(initializer), tuple(initargs)
-        self._context = multiprocessing.get_context(context)
+        self.executable = os.fspath(executable) if executable is not None else sys.executable
+        self._boot = _dumps_target(target), _dumps_target(initializer), _dumps_args(initargs)
         self._lock = threading.Lock()
         self._slot: list[_Child] = []
         self._finalizer = weakref.finalize(self, _stop_all, self._slot)
@@ -107,7 +129,8 @@ class TimedWorker:
         Raises:
             VerifierTimeout: If the call ran past ``timeout`` (the child is killed).
             WorkerCrashed: If the child died during the call.
-            WorkerStartError: If a new child could not start.
+            WorkerStartError: If a new child could not start (a setup problem: the
+                executable, an import or the initializer failed, or start-up was too slow).
             WorkerError: If the function raised an exception that cannot be pickled.
             Exception: The function's own exception, with the child's traceback as cause.
         """
@@ -147,10 +170,11 @@ class TimedWorker:
         return self._slot[0].process.pid if self._slot else None
 
     def _ready_child(self) -> _Child:
-        if self._slot and not self._slot[0].process.is_alive():
+        if self._slot and self._slot[0].process.poll() is not None:
             _stop_all(self._slot, kill=True)  # died while idle; unrelated to the coming call
         if not self._slot:
-            self._slot.append(_Child(self._context, self._boot, self.start_timeout, self.name))
+            child = _Child(self.executable, self._boot, self.start_timeout, self.name)
+            self._slot.append(child)
         return self._slot[0]
 
     def _exchange(self, child: _Child, job: bytes) -> bytes:
@@ -217,45 +241,57 @@ class WorkerPool:
 
 
 class _Child:
-    """One started child process and the parent's end of its pipe."""
+    """One started child process and the parent's end of its socket pair."""
 
     def __init__(
-        self, context: Any, boot: tuple[bytes, bytes, tuple[Any, ...]], wait: float, name: str
+        self, executable: str, boot: tuple[bytes, bytes, bytes], wait: float, name: str
     ) -> None:
         self.conn: Connection
-        self.conn, child_conn = context.Pipe()
-        self.process: BaseProcess = context.Process(
-            target=_serve, args=(child_conn, *boot), name=f"thoughtmdp-worker:{name}", daemon=True
-        )
+        self.conn, child_conn = multiprocessing.Pipe()
+        fd = child_conn.fileno()
+        command = [executable, *_interpreter_flags(), "-c", BOOT, str(fd)]
         try:
-            self.process.start()
-        except Exception as exc:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(fd,))
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.conn.close()
-            raise WorkerStartError(f"could not start the worker process of {name}: {exc}") from exc
+            raise WorkerStartError(
+                f"could not start the worker process of {name} with {executable!r}: {exc}"
+            ) from exc
         finally:
             child_conn.close()  # so the parent sees EOF when the child dies
         try:
+            self.conn.send_bytes(pickle.dumps((sys.path, *boot), protocol=pickle.HIGHEST_PROTOCOL))
             ready = self.conn.poll(wait)
             message = pickle.loads(self.conn.recv_bytes()) if ready else ("slow", "")
         except (EOFError, OSError):
             message = ("died", "")
+        except BaseException:
+            self.stop(kill=True)
+            raise
         if message[0] != "ready":
             code = self.stop(kill=True)
-            raise WorkerStartError(_start_failure(name, message, code, wait))
+            raise WorkerStartError(_start_failure(name, executable, message, code, wait))
 
     def stop(self, kill: bool = False) -> int | None:
         """End the process (politely unless ``kill``) and return its exit code; idempotent."""
         if self.conn.closed:
-            return self.process.exitcode
-        if not kill and self.process.is_alive():
+            return self.process.returncode
+        if not kill and self.process.poll() is None:
             with contextlib.suppress(OSError):
                 self.conn.send_bytes(b"")
-            self.process.join(1.0)
-        if self.process.is_alive():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(1.0)
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join()
+        self.process.wait()
         self.conn.close()
-        return self.process.exitcode
+        return self.process.returncode
+
+
+def _interpreter_flags() -> list[str]:
+    """The parent's interpreter options (``-I``, ``-X dev``, ``-W`` ...) for the child."""
+    flags = getattr(subprocess, "_args_from_interpreter_flags", None)  # what spawn uses
+    return list(flags()) if flags is not None else []
 
 
 def _stop_all(slot: list[_Child], kill: bool = False) -> None:
@@ -263,13 +299,13 @@ def _stop_all(slot: list[_Child], kill: bool = False) -> None:
         slot.pop().stop(kill)
 
 
-def _serve(conn: Connection, target: bytes, initializer: bytes, initargs: tuple[Any, ...]) -> None:
+def _serve(conn: Connection, target: bytes, initializer: bytes, initargs: bytes) -> None:
     """The child's main loop: start up, report ready, then answer calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         function = _load_target(target)
         if initializer:
-            _load_target(initializer)(*initargs)
+            _load_target(initializer)(*pickle.loads(initargs))
     except BaseException:
         conn.send_bytes(pickle.dumps(("failed", traceback.format_exc())))
         return
@@ -281,7 +317,10 @@ def _serve(conn: Connection, target: bytes, initializer: bytes, initargs: tuple[
             return
         if not job:
             return
-        conn.send_bytes(_run(function, job))
+        try:
+            conn.send_bytes(_run(function, job))
+        except OSError:  # the parent has gone
+            return
 
 
 def _run(function: Callable[..., Any], job: bytes) -> bytes:
@@ -308,7 +347,15 @@ def _dumps_target(target: Target | None) -> bytes:
             raise TypeError(
                 f"a target string must look like 'package.module:function', got {target!r}"
             )
-        return pickle.dumps(target)
+        module = target.partition(":")[0]
+    else:
+        module = getattr(target, "__module__", None) or ""
+    if module in ("__main__", "__mp_main__"):
+        raise TypeError(
+            f"{_target_name(target)} is defined in the main module, which worker processes "
+            "do not import; move it into an importable module and pass it, or its "
+            "'package.module:function' string"
+        )
     try:
         return pickle.dumps(target)
     except Exception as exc:
@@ -316,6 +363,13 @@ def _dumps_target(target: Target | None) -> bytes:
             f"{_target_name(target)} cannot be sent to a worker process ({exc}); pass a "
             "top-level function of an importable module, or a 'package.module:function' string"
         ) from None
+
+
+def _dumps_args(args: Sequence[Any]) -> bytes:
+    try:
+        return pickle.dumps(tuple(args), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(f"initargs cannot be sent to a worker process: {exc}") from None
 
 
 def _load_target(blob: bytes) -> Callable[..., Any]:
@@ -346,15 +400,15 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _start_failure(name: str, message: tuple[str, str], code: int | None, wait: float) -> str:
+def _start_failure(
+    name: str, executable: str, message: tuple[str, str], code: int | None, wait: float
+) -> str:
     kind, detail = message
     if kind == "failed":
         return f"the worker process of {name} failed to start:\n{detail}"
     if kind == "slow":
         return f"the worker process of {name} did not start within {wait:g} s"
     return (
-        f"the worker process of {name} exited before it was ready ({describe_exit(code)}); see "
-        "its traceback on stderr. A script that creates workers must do so under "
-        "`if __name__ == '__main__':`, since the 'spawn' start method imports the main module "
-        "again in the child"
+        f"the worker process of {name} ({executable}) exited before it was ready "
+        f"({describe_exit(code)}); see its output on stderr"
     )

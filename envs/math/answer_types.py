@@ -278,7 +278,8 @@ class MathAnswerVerifier(AnswerVerifier):
         r"""Judge the last ``\boxed{}`` of ``final`` against the LaTeX answer ``gold``.
 
         Raises:
-            WorkerStartError: If no verifier process can start (a setup problem).
+            VerifierUnavailable: If no verifier process can start, or the verifier keeps
+                crashing (a setup problem, never a wrong answer).
         """
         answer = last_boxed(final)
         if answer is None:

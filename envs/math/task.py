@@ -3,7 +3,10 @@ r"""MathTask: competition math problems from a file or dataset, graded by math-v
 The reward is 1.0 when the last ``\boxed{}`` of the final thought is mathematically
 equivalent to the gold answer. Verification runs in worker processes under a time limit
 (see :mod:`thoughtmdp.envs.math.verifier`), so a pathological expression costs a zero
-reward, never a stuck or crashed caller.
+reward, never a stuck or crashed caller. The workers are fresh interpreters that never
+import the caller's main module, so a script needs no ``if __name__ == "__main__":``. A
+verifier that cannot run at all raises :class:`~thoughtmdp.errors.VerifierUnavailable`
+instead of scoring answers as wrong.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from thoughtmdp.data import Row, is_data_file, load_hf_dataset, read_rows, require_field
-from thoughtmdp.errors import DependencyNotInstalled, VerifierTimeout
-from thoughtmdp.isolation import WorkerPool, WorkerStartError
+from thoughtmdp.errors import DependencyNotInstalled, VerifierTimeout, VerifierUnavailable
+from thoughtmdp.isolation import WorkerCrashed, WorkerPool
 from thoughtmdp.mdp.boxed import last_boxed
 from thoughtmdp.mdp.prompts import ROLLOUT_TEMPLATE
 from thoughtmdp.mdp.task import OneSplitTask
@@ -36,6 +39,7 @@ SOLUTION_KEYS = frozenset({"solution"})
 
 VERIFIER = "thoughtmdp.envs.math.verifier:check"
 VERIFIER_SETUP = "thoughtmdp.envs.math.verifier:prepare"
+VERIFIER_NAME = f"math-verify ({VERIFIER})"
 KILL_GRACE = 1.0
 """Seconds past ``timeout`` before a worker stuck outside Python (e.g. huge integer powers)
 is killed; within ``timeout`` the worker stops the check by itself and stays alive."""
@@ -110,11 +114,13 @@ class MathTask(OneSplitTask):
 
         ``info`` holds ``answer``, ``gold`` and, with a zero reward, ``reason``: ``"no boxed
         answer"``, ``"wrong answer"``, ``"timeout"``, ``"could not parse the answer"``,
-        ``"could not parse the gold answer"`` or ``"verifier error: ..."``.
+        ``"could not parse the gold answer"`` or ``"verifier error: ..."`` (this answer
+        made math-verify fail, or crashed its worker twice while a known-good check passes).
 
         Raises:
-            WorkerStartError: If no verifier process can start (a setup problem, not a
-                property of the answer).
+            VerifierUnavailable: If no verifier process can start, or the verifier keeps
+                crashing even on a known-good check (a setup problem, not a property of the
+                answer).
         """
         final = thoughts[-1] if thoughts else ""
         answer = last_boxed(final)
@@ -225,21 +231,57 @@ def _is_scalar(value: Any) -> bool:
 
 def verifier_pool(timeout: float, num_workers: int) -> WorkerPool:
     """Processes running math-verify within ``timeout`` (killed after a grace if stuck)."""
-    return WorkerPool(VERIFIER, num_workers, timeout + KILL_GRACE, initializer=VERIFIER_SETUP)
+    return WorkerPool(
+        VERIFIER,
+        num_workers,
+        timeout + KILL_GRACE,
+        initializer=VERIFIER_SETUP,
+        name=VERIFIER_NAME,
+    )
 
 
 def verify_in(pool: WorkerPool, answer: str, gold: str, timeout: float) -> tuple[bool, str | None]:
-    """``(correct, reason)`` from a verifier pool; a timeout or a crash is a wrong answer.
+    """``(correct, reason)`` from a verifier pool.
+
+    What the answer causes is a wrong answer with its reason: a timeout, an exception of
+    math-verify, or a worker crash that happens again on a retry while a known-good check
+    (``1`` against ``1``) still passes. What the setup causes is raised.
 
     Raises:
-        WorkerStartError: If no verifier process can start (a setup problem).
+        VerifierUnavailable: If no verifier process can start (``WorkerStartError``), or
+            the worker also fails the known-good check after crashing on the answer.
     """
+    crash: WorkerCrashed | None = None
+    for _ in range(2):  # a crash gets one retry, in a fresh worker process
+        try:
+            correct, reason = pool(answer, gold, timeout)
+        except VerifierUnavailable:
+            raise
+        except VerifierTimeout:
+            return False, "timeout"
+        except WorkerCrashed as exc:
+            crash = exc
+            continue
+        except Exception as exc:  # math-verify failed on this answer: the answer's zero
+            return False, f"verifier error: {type(exc).__name__}: {exc}"
+        return bool(correct), None if correct else reason
+    _check_still_works(pool, timeout, crash)
+    return False, f"verifier error: {type(crash).__name__}: {crash}"
+
+
+def _check_still_works(pool: WorkerPool, timeout: float, crash: Exception | None) -> None:
+    """Raise :class:`VerifierUnavailable` unless the pool verifies ``1`` against ``1``."""
     try:
-        correct, reason = pool(answer, gold, timeout)
-    except WorkerStartError:
+        correct, _ = pool("1", "1", timeout)
+    except VerifierUnavailable:
         raise
-    except VerifierTimeout:
-        return False, "timeout"
-    except Exception as exc:  # the verifier's failure must not end the episode
-        return False, f"verifier error: {type(exc).__name__}: {exc}"
-    return bool(correct), None if correct else reason
+    except Exception as exc:
+        raise VerifierUnavailable(
+            f"{VERIFIER_NAME} keeps failing: its worker process crashed twice on an answer "
+            f"({crash}) and then failed a check of 1 against 1 ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not correct:
+        raise VerifierUnavailable(
+            f"{VERIFIER_NAME} keeps failing: its worker process crashed twice on an answer "
+            f"({crash}) and then judged 1 and 1 different"
+        )

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import gymnasium
 from gymnasium import spaces
 
-from thoughtmdp.errors import EpisodeFinishedError, InvalidPrefixError
+from thoughtmdp.errors import EpisodeFinishedError, InvalidPrefixError, VerifierUnavailable
 from thoughtmdp.mdp.prompts import THOUGHT_DELIMITER
 from thoughtmdp.mdp.spaces import UnicodeText
 from thoughtmdp.mdp.task import VerifiableTask
@@ -127,7 +127,15 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
         return self._observation(), self._info()
 
     def step(self, action: Action) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        """Append one thought; returns ``(obs, reward, terminated, truncated, info)``."""
+        """Append one thought; returns ``(obs, reward, terminated, truncated, info)``.
+
+        A verifier that fails on the answer gives a zero reward with ``info["verifier"]
+        ["error"]``.
+
+        Raises:
+            VerifierUnavailable: If the task's verifier cannot run at all (its worker
+                process cannot start or keeps crashing): a setup problem, never a reward.
+        """
         if self._problem is None:
             raise EpisodeFinishedError("call reset() before step()")
         if self._done:
@@ -256,6 +264,8 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
         texts = [t.text for t in self._state.thoughts]
         try:
             score = self.task.score(self.problem, texts)
+        except VerifierUnavailable:  # a broken setup must not pass for wrong answers
+            raise
         except Exception as exc:  # a verifier crash is a zero reward, never a dead episode
             return 0.0, {"error": f"{type(exc).__name__}: {exc}"}
         reward = float(score.reward)
