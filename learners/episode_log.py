@@ -1,9 +1,11 @@
 """What the learner trained on, episode by episode: ``episodes.jsonl`` and ``signal_maps.jsonl``.
 
 ``episodes.jsonl`` has one line per episode a step used: its groups (kind, ``h*``, rewards,
-advantages, sampled tokens) and its reset records (``H_s``, ``h*``, the oracle's step, the
-localiser's answer, its parse status and fallback, whether the kept prefix was clean, the
-rewards of the reset group). The run's reset statistics and plots are drawn from it.
+advantages, sampled tokens), its reset records (``H_s``, the seed chain's sampled tokens,
+``h*``, the oracle's step, the localiser's answer, its parse status and fallback, whether the
+kept prefix was clean, the rewards of the reset group) and the sampled tokens of the draws
+from the prompt that were never used (``unused_tokens``). The run's reset statistics and
+plots are drawn from it.
 
 ``signal_maps.jsonl`` has, every few steps, the per-thought gradient signal of one episode
 (paper Fig. 3, right): for every rollout and thought, the mean over the thought's tokens of
@@ -34,6 +36,7 @@ def episode_record(episode: Episode) -> dict[str, Any]:
         "versions": list(episode.policy_versions),
         "groups": [_group_record(g) for g in episode.groups],
         "resets": _reset_records(episode),
+        "unused_tokens": list(episode.unused_tokens),
         "seconds": episode.timings.get("total_s"),
     }
 
@@ -44,7 +47,7 @@ def _group_record(group: Group) -> dict[str, Any]:
         "reset_index": group.reset_index,
         "rewards": list(group.rewards),
         "advantages": list(group.advantages),
-        "tokens": [sum(len(t.token_ids or ()) for t in r.thoughts) for r in group.trajectories],
+        "tokens": [r.num_sampled_tokens for r in group.trajectories],
     }
 
 
@@ -64,6 +67,7 @@ def _reset_record(record: ResetRecord) -> dict[str, Any]:
     return {
         "policy": decision.policy,
         "seed_length": record.seed_length,
+        "seed_tokens": record.seed_trajectory.num_sampled_tokens,
         "reset_index": decision.reset_index,
         "oracle_index": record.oracle_index,
         "parse_status": decision.parse_status,

@@ -57,21 +57,23 @@ def build(task, tokenizer, respond, policy=None, backend_type=ScriptedBackend, *
 
 
 @pytest.mark.parametrize(
-    ("outcomes", "config", "base_tags", "seed_tags"),
+    ("outcomes", "config", "base_tags", "seed_tags", "unused"),
     [
-        ([1, 1, 0, 1, 0], {}, [0, 1, 3, 4], [2]),
-        ([1, 0, 1, 1, 0, 1], {"num_resets": 2}, [0, 2, 3, 5], [1, 4]),
-        ([1, 1, 1, 1, 1, 1, 1, 0], {}, [0, 1, 2, 3], [7]),
-        ([0, 1, 0, 1], {"base_group_size": 0, "num_resets": 2}, [], [0, 2]),
+        ([1, 1, 0, 1, 0], {}, [0, 1, 3, 4], [2], 0),
+        ([1, 0, 1, 1, 0, 1], {"num_resets": 2}, [0, 2, 3, 5], [1, 4], 0),
+        ([1, 1, 1, 1, 1, 1, 1, 0], {}, [0, 1, 2, 3], [7], 3),  # draws 4, 5 and 6
+        ([0, 1, 0, 1], {"base_group_size": 0, "num_resets": 2}, [], [0, 2], 1),  # draw 1
     ],
 )
 def test_seed_and_base_group_follow_sample_order(
-    task, tokenizer, outcomes, config, base_tags, seed_tags
+    task, tokenizer, outcomes, config, base_tags, seed_tags, unused
 ):
     episode = build(task, tokenizer, OutcomeScript(task, outcomes), LastStep(), **config)
     base = [g for g in episode.groups if g.kind == "base"]
     assert [tag(t) for g in base for t in g.trajectories] == base_tags
     assert [tag(r.seed_trajectory) for r in episode.resets] == seed_tags
+    # every draw from the prompt is trained on, seeds a reset, or is counted as unused
+    assert len(episode.unused_tokens) == unused and all(n > 0 for n in episode.unused_tokens)
     for record in episode.resets:
         assert record.seed_trajectory.reward == 0.0
         assert all(record.seed_trajectory is not t for g in base for t in g.trajectories)
@@ -84,6 +86,7 @@ def test_no_failure_falls_back_to_a_base_only_group(task, tokenizer):
     assert [g.kind for g in episode.groups] == ["base"]
     assert len(episode.groups[0].trajectories) == 4
     assert episode.groups[0].advantages == (0.0,) * 4
+    assert len(episode.unused_tokens) == 2  # 6 draws, 4 in the group
     eight = build(
         task, tokenizer, OutcomeScript(task, []), LastStep(), **PRESETS["1x8"], max_seed_attempts=10
     )

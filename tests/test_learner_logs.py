@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import threading
@@ -26,13 +27,17 @@ def tokenizer(tiny_model_dir):
 
 
 def test_episode_record_pairs_each_reset_with_its_group(tokenizer):
-    record = episode_record(hand_episode(tokenizer, "train/3"))
+    episode = dataclasses.replace(hand_episode(tokenizer, "train/3"), unused_tokens=(5,))
+    record = episode_record(episode)
     assert record["problem_id"] == "train/3"
     assert [g["kind"] for g in record["groups"]] == ["base", "reset"]
     assert record["groups"][1]["reset_index"] == 2
     assert record["groups"][0]["rewards"] == [1.0, 0.0]
     (reset,) = record["resets"]
     assert reset["seed_length"] == 2 and reset["reset_index"] == 2
+    seed = episode.resets[0].seed_trajectory
+    assert reset["seed_tokens"] == sum(len(t.token_ids) for t in seed.thoughts) > 0
+    assert record["unused_tokens"] == [5]
     assert reset["suffix_rewards"] == [1.0, 0.0]
     assert reset["clean"] is None  # no oracle in this episode
     json.dumps(record)  # plain data

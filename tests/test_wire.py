@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import pickle
 import re
 
@@ -250,6 +251,24 @@ def test_malformed_rows_name_their_field(episodes, table, tamper, message):
         decode([frames[0], msgpack.packb(header), *frames[2:]])
 
 
+@pytest.mark.parametrize("counts", [[3, -1], [2.5], "3", [True]])
+def test_unused_token_counts_must_be_counts(episodes, counts):
+    frames, header = episode_with_resets_header(episodes)
+    header["unused_tokens"] = counts
+    message = "header: field 'unused_tokens' must be a list of counts >= 0, got "
+    with pytest.raises(WireError, match=f"^{re.escape(message)}"):
+        decode([frames[0], msgpack.packb(header), *frames[2:]])
+
+
+def test_unused_token_counts_travel_and_older_actors_send_none(episodes):
+    episode = next(e for e in episodes if e.resets)
+    counted = dataclasses.replace(episode, unused_tokens=(7, 9))
+    assert decode(encode_episode(counted)).unused_tokens == (7, 9)
+    frames, header = episode_with_resets_header(episodes)
+    del header["unused_tokens"]
+    assert decode([frames[0], msgpack.packb(header), *frames[2:]]).unused_tokens == ()
+
+
 def test_a_row_that_is_not_a_list_is_refused(episodes):
     frames, header = episode_with_resets_header(episodes)
     header["groups"][0] = {"kind": "base"}
@@ -273,7 +292,7 @@ ROW_LAYOUTS = {
     "resets": ResetRow,
 }
 HEADER_FIELDS = {
-    *("problem_id", "fell_back", "timings", "sizes", *ROW_LAYOUTS),  # episode
+    *("problem_id", "fell_back", "unused_tokens", "timings", "sizes", *ROW_LAYOUTS),  # episode
     *("version", "sha256", "path", "files"),  # adapter notice
     *("actor", "sent", "limit"),  # hello, credit
 }

@@ -138,6 +138,11 @@ class Trajectory:
         """Prefix thoughts followed by the sampled ones."""
         return self.start.thoughts + self.thoughts
 
+    @property
+    def num_sampled_tokens(self) -> int:
+        """Tokens sampled after ``start`` (0 for thoughts without token ids)."""
+        return sum(len(t.token_ids or ()) for t in self.thoughts)
+
 
 GroupKind = Literal["base", "reset"]
 
@@ -224,6 +229,9 @@ class Episode:
         groups: The base group (if any) followed by the reset groups.
         resets: One record per seed chain, in the order of the reset groups.
         fell_back: No failed rollout was found within the budget, so only a base group exists.
+        unused_tokens: Sampled-token counts of rollouts drawn from the prompt that joined no
+            group and seeded no reset (correct draws while looking for seeds): generated, so
+            they count towards the episode's cost, but never trained on.
         timings: Seconds spent (``total_s``, ``localize_s``); not compared.
     """
 
@@ -231,6 +239,7 @@ class Episode:
     groups: tuple[Group, ...]
     resets: tuple[ResetRecord, ...] = ()
     fell_back: bool = False
+    unused_tokens: tuple[int, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     @property

@@ -82,11 +82,14 @@ class EpisodeBuilder:
         finished = await asyncio.gather(*resets)
         groups = self._base_groups(phase)
         groups += [group for _, group in finished if group is not None]
+        used = {id(t) for g in groups for t in g.trajectories}
+        unused = [t for t in phase.base + phase.surplus if id(t) not in used]
         return Episode(
             problem_id,
             tuple(groups),
             tuple(record for record, _ in finished),
             fell_back=self.config.num_resets > 0 and not phase.seeds,
+            unused_tokens=tuple(t.num_sampled_tokens for t in unused),
             timings={
                 "total_s": time.perf_counter() - started,
                 "localize_s": sum(record.seconds for record, _ in finished),

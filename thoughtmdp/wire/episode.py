@@ -60,6 +60,7 @@ def encode_episode(episode: Episode, actor: str = "") -> Frames:
         "actor": actor,
         "problem_id": episode.problem_id,
         "fell_back": episode.fell_back,
+        "unused_tokens": list(episode.unused_tokens),
         "timings": dict(episode.timings),
         "thoughts": table.rows,
         "trajectories": rows,
@@ -98,8 +99,21 @@ def decode_episode(header: dict[str, Any], arrays: Sequence[bytes | memoryview])
         groups=groups,
         resets=resets,
         fell_back=field(header, "fell_back", bool),
+        unused_tokens=_unused_tokens(header),
         timings={str(k): float(v) for k, v in timings.items() if isinstance(v, int | float)},
     )
+
+
+def _unused_tokens(header: dict[str, Any]) -> tuple[int, ...]:
+    """``unused_tokens``: a list of non-negative counts (absent from older actors: none)."""
+    counts = header.get("unused_tokens", [])
+    if not isinstance(counts, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts
+    ):
+        raise WireError(
+            f"header: field 'unused_tokens' must be a list of counts >= 0, got {counts!r}"
+        )
+    return tuple(counts)
 
 
 def _arrays(header: dict[str, Any], arrays: Sequence[bytes | memoryview]) -> tuple[Any, Any]:
