@@ -2,8 +2,10 @@
 
 A run's curve has one point per evaluated adapter version: sampled pass@1 (mean over the
 held-out problems of the share of their ``k`` samples that passed) with its standard error,
-greedy pass rate, and three budgets spent so far: rollouts, generated tokens (rollout tokens
-plus the localiser's answers) and seconds of training. Methods are compared on the same seeds,
+greedy pass rate, and three budgets spent so far: rollouts generated, tokens generated and
+seconds of training. Generated means every chain sampled, trained on or not: the groups'
+rollouts, the seed chains a reset starts from, and draws from the prompt that were never used;
+tokens also count the localiser's answers. Methods are compared on the same seeds,
 paired; intervals are Student-t over seeds, or a bootstrap over seeds for ratios.
 """
 
@@ -40,17 +42,18 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
     """One finished run: its curve, its per-problem results at the last version, its resets."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    axes = step_axes(metrics)
-    tokens = cumulative_tokens(read_jsonl(run_dir / "episodes.jsonl"), tokenizer)
+    seconds_at = {step: seconds for step, (_, seconds) in step_axes(metrics).items()}
+    generated = cumulative_generation(read_jsonl(run_dir / "episodes.jsonl"), tokenizer)
     curve, last = [], None
     for version, record in sorted(read_heldout(run_dir).items()):
         sampled = record["sampled"]
-        rollouts, seconds = axes[version]
+        rollouts, tokens = generated.get(version, (0.0, 0.0))
+        seconds = seconds_at[version]
         curve.append(
             {
                 "version": version,
                 "rollouts": rollouts,
-                "tokens": tokens.get(version, 0.0),
+                "tokens": tokens,
                 "seconds": seconds,
                 "sampled": sampled["pass_at_1"],
                 "sampled_se": sampled["se"],
@@ -69,19 +72,34 @@ def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def cumulative_tokens(episodes: list[dict[str, Any]], tokenizer: Any) -> dict[int, float]:
-    """Generated tokens up to each learner step: sampled rollout tokens + localiser answers."""
-    per_step: dict[int, float] = {}
+def cumulative_generation(
+    episodes: list[dict[str, Any]], tokenizer: Any
+) -> dict[int, tuple[float, float]]:
+    """Rollouts and tokens generated up to each learner step (step 0: nothing)."""
+    per_step: dict[int, tuple[float, float]] = {}
     for episode in episodes:
-        rollout = sum(t for g in episode["groups"] for t in g["tokens"])
-        answers = [r.get("answer") or "" for r in episode["resets"]]
-        asked = sum(len(tokenizer.encode(a, add_special_tokens=False)) for a in answers)
-        per_step[episode["step"]] = per_step.get(episode["step"], 0.0) + rollout + asked
-    total, out = 0.0, {0: 0.0}
+        rollouts, tokens = episode_generation(episode, tokenizer)
+        before = per_step.get(episode["step"], (0.0, 0.0))
+        per_step[episode["step"]] = (before[0] + rollouts, before[1] + tokens)
+    out, total = {0: (0.0, 0.0)}, (0.0, 0.0)
     for step in sorted(per_step):
-        total += per_step[step]
+        total = (total[0] + per_step[step][0], total[1] + per_step[step][1])
         out[step] = total
     return out
+
+
+def episode_generation(episode: dict[str, Any], tokenizer: Any) -> tuple[int, int]:
+    """Chains and tokens one episode sampled.
+
+    Its groups, its seed chains, its unused draws and (tokens only) its localiser answers.
+    """
+    groups = [t for g in episode["groups"] for t in g["tokens"]]
+    seeds = [r.get("seed_tokens", 0) for r in episode["resets"]]
+    unused = episode.get("unused_tokens", [])
+    answers = [r.get("answer") or "" for r in episode["resets"]]
+    asked = sum(len(tokenizer.encode(a, add_special_tokens=False)) for a in answers)
+    rollouts = len(groups) + len(seeds) + len(unused)
+    return rollouts, sum(groups) + sum(seeds) + sum(unused) + asked
 
 
 def _mean_of(records: list[dict[str, Any]], key: str) -> float | None:
