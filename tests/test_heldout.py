@@ -105,7 +105,7 @@ def test_sampled_pass_at_1_and_its_clustered_standard_error():
     assert pass_at_1 == 0.5
     assert se == pytest.approx(math.sqrt(1 / 6) / 2)
     assert math.isnan(sampled_pass_at_1([[True, False]])[1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one problem"):
         sampled_pass_at_1([])
 
 
