@@ -81,8 +81,11 @@ def test_learning_quick_writes_curves_goals_and_the_probe(cache, tmp_path):
         curve = report["runs"][key]["curve"]
         assert [p["version"] for p in curve] == [0, 2]
         assert curve[0]["rollouts"] == curve[0]["tokens"] == 0
-        assert curve[-1]["rollouts"] == 2 * 4 * 8 and curve[-1]["tokens"] > 0
+        assert curve[-1]["tokens"] > 0
         assert 0 <= curve[-1]["sampled"] <= 1 and curve[-1]["sampled_se"] >= 0
+    # generated rollouts: 2 steps x 4 prompts x 8 trained, and a seed chain per oracle episode
+    assert report["runs"]["h8/grpo-lr0.0002-seed0"]["curve"][-1]["rollouts"] == 2 * 4 * 8
+    assert report["runs"]["h8/oracle-lr0.0002-seed0"]["curve"][-1]["rollouts"] >= 2 * 4 * 9
     # version 0 is evaluated once and shared: both runs start from the same draws
     assert (
         report["runs"]["h8/grpo-lr0.0002-seed0"]["curve"][0]
