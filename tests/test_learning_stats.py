@@ -116,3 +116,10 @@ def test_studies_share_runs_and_use_the_chosen_rates():
     assert set(METHODS) >= {r.method for r in study("shapes", FULL, {})}
     settings = Run("oracle", 2, 5).settings(FULL)
     assert "actor.task_options.hard_step=5" in settings and "actor.seed=2000" in settings
+
+
+def test_methods_with_fewer_seeds_are_compared_on_the_seeds_they_share():
+    gap = stats.paired_final_gap(ORACLE[:1], GRPO)
+    assert gap["seeds"] == 1 and gap["gap"] == pytest.approx(0.2)
+    assert stats.gap_at_equal(GRPO, ORACLE[:2], "tokens")["seeds"] == 2
+    assert len(report.goals({"grpo": GRPO, "oracle": ORACLE[:1], "srpo": GRPO[:2]})) == 4

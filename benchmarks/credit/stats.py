@@ -193,10 +193,8 @@ def rollout_ratio(method: str) -> Callable[[dict[str, list[dict[str, Any]]]], fl
 
 
 def paired_final_gap(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float]:
-    """Final sampled pass@1 of ``a`` minus ``b``, seed by seed, with its t-interval."""
-    gaps = [
-        x["curve"][-1]["sampled"] - y["curve"][-1]["sampled"] for x, y in zip(a, b, strict=True)
-    ]
+    """Final sampled pass@1 of ``a`` minus ``b`` on the seeds both ran, with its t-interval."""
+    gaps = [x["curve"][-1]["sampled"] - y["curve"][-1]["sampled"] for x, y in _paired(a, b)]
     mean, low, high = t_interval(gaps)
     return {"gap": mean, "low": low, "high": high, "seeds": len(gaps)}
 
@@ -204,8 +202,14 @@ def paired_final_gap(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[s
 def gap_at_equal(a: list[dict[str, Any]], b: list[dict[str, Any]], axis: str) -> dict[str, float]:
     """``a`` minus ``b`` at the largest budget on ``axis`` both runs of a seed reached."""
     gaps = []
-    for x, y in zip(a, b, strict=True):
+    for x, y in _paired(a, b):
         budget = min(x["curve"][-1][axis], y["curve"][-1][axis])
         gaps.append(at_budget(x["curve"], budget, axis) - at_budget(y["curve"], budget, axis))
     mean, low, high = t_interval(gaps)
     return {"gap": mean, "low": low, "high": high, "seeds": len(gaps)}
+
+
+def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    """Runs of the same seeds (run ``i`` is seed ``i``; a method may have run fewer)."""
+    count = min(len(a), len(b))
+    return list(zip(a[:count], b[:count], strict=True))
