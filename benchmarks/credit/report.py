@@ -52,11 +52,13 @@ def method_rows(runs: Runs) -> dict[str, dict[str, Any]]:
 def goals(runs: Runs) -> list[dict[str, Any]]:
     """Each goal of the main comparison: its measured value, interval and verdict.
 
-    A verdict needs an interval, so with fewer than 2 seeds every goal is open (``None``).
+    A verdict needs an interval, so a goal whose methods share fewer than 2 seeds is open
+    (``None``).
     """
     out = []
     for method, bound in GOALS.items():
         if method in runs and "grpo" in runs:
+            seeds = _shared(runs, method, "grpo")
             value, low, high = bootstrap(
                 {"grpo": runs["grpo"], method: runs[method]}, rollout_ratio(method)
             )
@@ -67,6 +69,7 @@ def goals(runs: Runs) -> list[dict[str, Any]]:
                     low,
                     high,
                     value <= bound and high < 1,
+                    seeds,
                     ratio=True,
                 )
             )
@@ -80,6 +83,7 @@ def goals(runs: Runs) -> list[dict[str, Any]]:
                     gap["low"],
                     gap["high"],
                     gap["gap"] >= 0,
+                    gap["seeds"],
                 )
             )
     if "srpo" in runs and "grpo" in runs:
@@ -91,17 +95,21 @@ def goals(runs: Runs) -> list[dict[str, Any]]:
                 gap["low"],
                 gap["high"],
                 gap["high"] >= 0,
+                gap["seeds"],
             )
         )
-    if min((len(r) for r in runs.values()), default=0) < 2:
-        return [{**g, "met": None} for g in out]
     return out
 
 
+def _shared(runs: Runs, a: str, b: str) -> int:
+    return min(len(runs[a]), len(runs[b]))
+
+
 def _goal(
-    name: str, value: float, low: float, high: float, met: bool, ratio: bool = False
+    name: str, value: float, low: float, high: float, met: bool, seeds: int, ratio: bool = False
 ) -> dict[str, Any]:
-    return {"goal": name, "value": value, "low": low, "high": high, "met": met, "ratio": ratio}
+    verdict = met if seeds >= 2 else None
+    return {"goal": name, "value": value, "low": low, "high": high, "met": verdict, "ratio": ratio}
 
 
 def knob_rows(by_knob: dict[int, Runs], probes: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
