@@ -38,6 +38,8 @@ from credit.stats import mean_curve, read_run
 from report_files import write_report
 from train_runs import add_run_arguments, train_once
 
+from thoughtmdp.runs.files import SUMMARY_FILE
+
 PROBE_PROBLEMS = {"full": 400, "quick": 8}
 
 
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="a minutes-long smoke run")
     parser.add_argument("--studies", nargs="+", choices=STUDIES, help="default: all (quick: main)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="only these methods")
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the finished runs; train nothing"
+    )
     add_run_arguments(parser, "runs/learning")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
@@ -149,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.studies:
         for run in study(name, budget, bench.best_lrs()):
             if args.methods and run.method not in args.methods:
+                continue
+            if args.report_only and not (run.folder(args.runs) / SUMMARY_FILE).exists():
                 continue
             record = bench.train(run)
             if run.hard_step not in probes:

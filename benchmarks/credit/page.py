@@ -49,9 +49,12 @@ def goal_table(goals: list[dict[str, Any]], title: str = "Goals") -> list[str]:
     for g in goals:
         fmt = _ratio if g["ratio"] else _points
         interval = f"{fmt(g['value'])} [{fmt(g['low'])}, {fmt(g['high'])}]"
-        verdict = {True: "met", False: "missed", None: "open (one shared seed: no interval)"}[
-            g["met"]
-        ]
+        verdict = {
+            True: "met",
+            False: "missed",
+            "unresolved": "unresolved (the interval holds 0)",
+            None: "open (one shared seed: no interval)",
+        }[g["met"]]
         lines.append(f"| {g['goal']} | {interval} | {verdict} |")
     return [*lines, ""]
 

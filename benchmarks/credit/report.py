@@ -82,7 +82,7 @@ def goals(runs: Runs) -> list[dict[str, Any]]:
                     gap["gap"],
                     gap["low"],
                     gap["high"],
-                    gap["gap"] >= 0,
+                    _sign(gap),
                     gap["seeds"],
                 )
             )
@@ -94,11 +94,18 @@ def goals(runs: Runs) -> list[dict[str, Any]]:
                 gap["gap"],
                 gap["low"],
                 gap["high"],
-                gap["high"] >= 0,
+                _sign(gap),
                 gap["seeds"],
             )
         )
     return out
+
+
+def _sign(gap: dict[str, float]) -> bool | str:
+    """Met when the interval lies at or above 0, missed when below, else unresolved."""
+    if gap["low"] >= 0:
+        return True
+    return False if gap["high"] < 0 else "unresolved"
 
 
 def _shared(runs: Runs, a: str, b: str) -> int:
@@ -106,7 +113,13 @@ def _shared(runs: Runs, a: str, b: str) -> int:
 
 
 def _goal(
-    name: str, value: float, low: float, high: float, met: bool, seeds: int, ratio: bool = False
+    name: str,
+    value: float,
+    low: float,
+    high: float,
+    met: bool | str,
+    seeds: int,
+    ratio: bool = False,
 ) -> dict[str, Any]:
     verdict = met if seeds >= 2 else None
     return {"goal": name, "value": value, "low": low, "high": high, "met": verdict, "ratio": ratio}
