@@ -101,10 +101,5 @@ class HardStepChainTask(ArithChainTask):
         return operands, ops, {"hard_step": hard}
 
 
-def hard_step_of(payload: dict[str, Any]) -> int | None:
-    """The 1-based hard step of a problem's payload (``None`` for other ArithChain problems)."""
-    return payload.get("hard_step")
-
-
 def _draw(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
     return int(rng.integers(bounds[0], bounds[1] + 1))
