@@ -125,7 +125,7 @@ def report(bench: Benchmark, probes: dict[int, dict[str, Any]], command: str) ->
         "knob": knob_rows(knobs, probes),
         "shapes": method_rows(shapes) if shapes else {},
         "shape_goals": goals(shapes),
-        "runs": {k: {**r, "final_by_problem": None} for k, r in sorted(bench.records.items())},
+        "runs": dict(sorted(bench.records.items())),
     }
     write_report(bench.args.out, "learning", out, markdown(out))
     if main_runs:

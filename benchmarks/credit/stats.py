@@ -40,11 +40,11 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 
 
 def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
-    """One finished run: its curve, its per-problem results at the last version, its resets."""
+    """One finished run: its curve, training reward and reset statistics."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     seconds_at = {step: seconds for step, (_, seconds) in step_axes(metrics).items()}
     generated = cumulative_generation(read_jsonl(run_dir / "episodes.jsonl"), tokenizer)
-    curve, last = [], None
+    curve = []
     for version, record in sorted(read_heldout(run_dir).items()):
         sampled = record["sampled"]
         rollouts, tokens = generated.get(version, (0.0, 0.0))
@@ -60,12 +60,10 @@ def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
                 "greedy": record["pass_rate"],
             }
         )
-        last = [statistics.fmean(p) for p in sampled["passed"]]
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     return {
         "run_dir": str(run_dir),
         "curve": curve,
-        "final_by_problem": last,
         "train_reward": [m.get("critic/score/mean") for m in metrics],
         "resets": {k: _mean_of(metrics, key) for k, key in RESET_KEYS.items()},
         "minutes": summary["timings"]["total_s"] / 60,
