@@ -139,7 +139,22 @@ def test_episode_metrics_by_hand():
     assert metrics["reset/clean_prefix_rate"] == pytest.approx(2 / 3)
     assert metrics["reset/correction_rate/clean"] == pytest.approx(6 / 8)
     assert metrics["reset/correction_rate/erroneous"] == pytest.approx(1 / 4)
+    assert metrics["reset/correction_pass_at_m/clean"] == 1.0  # both clean groups solved once
+    assert metrics["reset/correction_pass_at_m/erroneous"] == 1.0
     assert reset_positions(episodes).tolist() == [0.5, 1.0, 0.75]
+
+
+def test_correction_pass_at_m_counts_groups_not_suffixes():
+    episodes = [
+        reset_episode(2, 4, 3, [1, 0, 0, 0]),  # clean, one of four solved
+        reset_episode(1, 4, 3, [0, 0, 0, 0]),  # clean, none solved
+        reset_episode(4, 4, 2, [0.5, 0.5, 0, 0]),  # erroneous, partial rewards solve nothing
+    ]
+    metrics = episode_metrics(episodes)
+    assert metrics["reset/correction_rate/clean"] == pytest.approx(1 / 8)
+    assert metrics["reset/correction_pass_at_m/clean"] == pytest.approx(1 / 2)
+    assert metrics["reset/correction_rate/erroneous"] == pytest.approx(1 / 4)
+    assert metrics["reset/correction_pass_at_m/erroneous"] == 0.0
 
 
 def test_metrics_leave_out_empty_rates():

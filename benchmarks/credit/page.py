@@ -10,6 +10,8 @@ RESET_COLUMNS = (
     "clean_prefix_rate",
     "correction_clean",
     "correction_erroneous",
+    "pass_at_m_clean",
+    "pass_at_m_erroneous",
     "signal_reset_to_base",
 )
 
@@ -104,9 +106,9 @@ def knob_table(rows: list[dict[str, Any]], probes: dict[str, Any]) -> list[str]:
         "hard step; the ratios are rollouts to GRPO's final pass@1 at that position over "
         "GRPO's rollouts.",
         "",
-        "| hard step | p | self-localisation (uniform) | correction clean / erroneous | "
-        "GRPO final | " + " | ".join(methods) + " |",
-        "|---:|---:|---:|---:|---:|" + "---:|" * len(methods),
+        "| hard step | p | self-localisation (uniform) | suffix reward clean / erroneous | "
+        "Pass@M clean / erroneous | GRPO final | " + " | ".join(methods) + " |",
+        "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(methods),
     ]
     for r in rows:
         probe = probes.get(str(r["hard_step"]), {})
@@ -120,8 +122,8 @@ def knob_table(rows: list[dict[str, Any]], probes: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {r['hard_step']} | {_pct(r['p'])} | {_pct(probe.get('exact_match_rate'))} "
             f"({_pct(probe.get('uniform_baseline'))}) | "
-            f"{_pct(correction.get('clean', {}).get('rate'))} / "
-            f"{_pct(correction.get('erroneous', {}).get('rate'))} | {_pct(r['target'])} | "
+            f"{_by_prefix(correction, 'rate')} | {_by_prefix(correction, 'pass_at_m')} | "
+            f"{_pct(r['target'])} | "
             + " | ".join(cells)
             + " |"
         )
@@ -140,3 +142,8 @@ def _points(value: float) -> str:
 
 def _ratio(value: float) -> str:
     return "not reached" if math.isinf(value) else "–" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _by_prefix(correction: dict[str, Any], key: str) -> str:
+    """``clean / erroneous`` for one figure of the probe's correction table."""
+    return " / ".join(_pct(correction.get(kind, {}).get(key)) for kind in ("clean", "erroneous"))

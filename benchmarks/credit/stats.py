@@ -43,7 +43,8 @@ def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
     """One finished run: its curve, training reward and reset statistics."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     seconds_at = {step: seconds for step, (_, seconds) in step_axes(metrics).items()}
-    generated = cumulative_generation(read_jsonl(run_dir / "episodes.jsonl"), tokenizer)
+    episodes = read_jsonl(run_dir / "episodes.jsonl")
+    generated = cumulative_generation(episodes, tokenizer)
     curve = []
     for version, record in sorted(read_heldout(run_dir).items()):
         sampled = record["sampled"]
@@ -65,8 +66,29 @@ def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "curve": curve,
         "train_reward": [m.get("critic/score/mean") for m in metrics],
-        "resets": {k: _mean_of(metrics, key) for k, key in RESET_KEYS.items()},
+        "resets": {
+            **{k: _mean_of(metrics, key) for k, key in RESET_KEYS.items()},
+            **correction_pass_at_m(episodes),
+        },
         "minutes": summary["timings"]["total_s"] / 60,
+    }
+
+
+def correction_pass_at_m(episodes: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Share of reset groups with a solved suffix (the paper's Pass@M), by prefix kind.
+
+    >>> resets = [{"clean": True, "suffix_rewards": [0.0, 1.0]}, {"clean": True,
+    ...     "suffix_rewards": [0.0, 0.0]}, {"clean": False, "suffix_rewards": [0.0, 0.0]}]
+    >>> correction_pass_at_m([{"resets": resets}])
+    {'pass_at_m_clean': 0.5, 'pass_at_m_erroneous': 0.0}
+    """
+    solved: dict[bool, list[bool]] = {True: [], False: []}
+    for reset in (r for e in episodes for r in e.get("resets", ())):
+        if reset.get("clean") is not None and reset.get("suffix_rewards"):
+            solved[reset["clean"]].append(max(reset["suffix_rewards"]) >= 1.0)
+    return {
+        f"pass_at_m_{kind}": statistics.fmean(solved[clean]) if solved[clean] else None
+        for clean, kind in ((True, "clean"), (False, "erroneous"))
     }
 
 

@@ -13,6 +13,9 @@ from numpy.typing import NDArray
 
 from thoughtmdp.types import Episode, ResetRecord
 
+PASS_REWARD = 1.0
+"""A rollout with at least this reward solved its problem."""
+
 
 def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     """Summary metrics of a batch of episodes.
@@ -23,7 +26,9 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     ``reset/position/mean`` (``h*/H_s``), ``reset/suffix_pass_rate`` (reset-group reward) and,
     when the task has a step oracle, ``reset/exact_match_rate`` (``h*`` equals the oracle),
     ``reset/clean_prefix_rate`` (no wrong thought before ``h*``) and
-    ``reset/correction_rate/clean`` and ``/erroneous`` (reset-group reward by prefix kind).
+    ``reset/correction_rate/clean`` and ``/erroneous`` (reset-group reward by prefix kind),
+    ``reset/correction_pass_at_m/clean`` and ``/erroneous`` (share of reset groups with at
+    least one solved suffix: the paper's Pass@M).
     """
     metrics: dict[str, float] = {}
     base = [
@@ -69,8 +74,8 @@ def is_clean_prefix(record: ResetRecord) -> bool | None:
 
 def _oracle_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    clean_rewards: list[float] = []
-    erroneous_rewards: list[float] = []
+    rewards: dict[bool, list[float]] = {True: [], False: []}
+    any_pass: dict[bool, list[bool]] = {True: [], False: []}
     matches, cleans = [], []
     for episode in episodes:
         reset_groups = [g for g in episode.groups if g.kind == "reset"]
@@ -81,11 +86,13 @@ def _oracle_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
                 continue
             matches.append(record.decision.reset_index == record.oracle_index)
             cleans.append(clean)
-            (clean_rewards if clean else erroneous_rewards).extend(group.rewards)
+            rewards[clean].extend(group.rewards)
+            any_pass[clean].append(max(group.rewards) >= PASS_REWARD)
     _put_mean(metrics, "reset/exact_match_rate", matches)
     _put_mean(metrics, "reset/clean_prefix_rate", cleans)
-    _put_mean(metrics, "reset/correction_rate/clean", clean_rewards)
-    _put_mean(metrics, "reset/correction_rate/erroneous", erroneous_rewards)
+    for clean, kind in ((True, "clean"), (False, "erroneous")):
+        _put_mean(metrics, f"reset/correction_rate/{kind}", rewards[clean])
+        _put_mean(metrics, f"reset/correction_pass_at_m/{kind}", any_pass[clean])
     return metrics
 
 
