@@ -35,7 +35,7 @@ PAPER_COLUMNS = ["oly", "hmmt", "lvl5", "stra", "ace", "chem", "bio", "csqa", "m
 def test_paper_suite_lists_the_ten_benchmarks_and_loads_from_a_data_folder():
     suite = load_suite("paper")
     assert [e.name for e in suite.tasks] == PAPER_COLUMNS
-    assert (suite.n, suite.seeds) == (500, (0, 42, 420))
+    assert (suite.n, suite.sample_seed) == (500, 0)
     resolved = resolve_data(suite, FIXTURES)
     counts = {e.name: len(e.build().problems(e.build().splits[0])) for e in resolved.tasks}
     assert counts == dict(zip(PAPER_COLUMNS, [3, 3, 2, 3, 3, 2, 1, 4, 1, 2], strict=True))
@@ -67,7 +67,7 @@ def test_suite_file_resolves_paths_against_its_folder(tmp_path):
     (tmp_path / "qa.jsonl").write_text((FIXTURES / "strategyqa.jsonl").read_text())
     path = tmp_path / "mine.yaml"
     path.write_text(
-        "name: mine\nn: 2\nseeds: [1]\ntasks:\n"
+        "name: mine\nn: 2\nsample_seed: 1\ntasks:\n"
         "  - {name: sq, preset: strategyqa, data: qa.jsonl, n: 1}\n"
         "  - {name: hub, answer_type: yes_no, data: someone/some-dataset}\n"
         "  - {name: arith, task: arith_chain, options: {num_steps: 2}}\n"
@@ -125,7 +125,7 @@ def record(problem_id: str, sample: int, passed: bool, task: str = "t") -> ItemR
 
 
 def test_pass_at_k_is_the_unbiased_estimate_averaged_over_items():
-    result = EvalResult(runs=[Run("x", None, "t", 0, ("p0", "p1"))])
+    result = EvalResult(runs=[Run("x", None, "t", ("p0", "p1"))])
     outcomes = {"p0": [True, False, True, False], "p1": [False] * 4}
     for pid, flags in outcomes.items():
         for s, ok in enumerate(flags):
@@ -162,7 +162,7 @@ def scripted(tokenizer) -> ScriptedBackend:
 
 def scripted_suite() -> Suite:
     suite = suite_for_tasks(["csqa", "stra"], load_suite("paper"))
-    return resolve_data(Suite("s", 2, (0, 1), suite.tasks), FIXTURES)
+    return resolve_data(Suite("s", 2, 0, suite.tasks), FIXTURES)
 
 
 def test_evaluate_scores_runs_and_resumes(tokenizer, tmp_path):
@@ -172,24 +172,28 @@ def test_evaluate_scores_runs_and_resumes(tokenizer, tmp_path):
     backend = scripted(tokenizer)
     store = RecordStore(tmp_path, {"model": "scripted"})
     result = asyncio.run(evaluate(backend, suite, tasks, methods, EvalSettings(), store))
-    # csqa golds B C B C; seed 0 draws items 0, 2 and seed 1 items 0, 1 (of 4)
-    # strategyqa golds no yes no; seed 0 draws items 0, 2 and seed 1 items 0, 1 (of 3)
-    assert (result.graded, result.resumed, backend.calls["sample_thought"]) == (18, 0, 18)
+    # csqa golds B C B C and strategyqa golds no yes no; sample seed 0 draws items 0 and 2 of
+    # each, for all three policies: 3 x (2 + 2) rollouts
+    assert (result.graded, result.resumed, backend.calls["sample_thought"]) == (12, 0, 12)
     report = build_report(result, [1], 1, {})
     assert to_markdown(report) == (
         "### pass@1 (%)\n\n| Method | csqa | stra |\n|---|---|---|\n"
-        "| base | **75.0 ± 35.4** | **75.0 ± 35.4** |\n"
-        "| m | 50.0 ± 40.8 | **75.0 ± 28.9** |\n"
+        "| base | **100.0** | **100.0** |\n"
+        "| m | 50.0 ± 70.7 | **100.0 ± 0.0** |\n\n"
+        "Mean ± SD over each row's adapters (one per training seed); a single policy, such as "
+        "the base model, has no SD. Items per task, the same for every row:\n\n"
+        "- csqa: 2 of 4 items (sample seed 0)\n"
+        "- stra: 2 of 3 items (sample seed 0)\n"
     )
     assert to_csv(report).splitlines()[:2] == [
         "metric,method,task,mean,sd,runs,items,best",
-        "pass@1,base,csqa,75.00,35.36,2,2,True",
+        "pass@1,base,csqa,100.00,,1,2,True",
     ]
-    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 18
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 12
     with open(tmp_path / "records.jsonl", "a") as f:
         f.write('{"method": "m", "adapter": "a1", "tas')  # a write cut short by a crash
     again = asyncio.run(evaluate(scripted(tokenizer), suite, tasks, methods, EvalSettings(), store))
-    assert (again.graded, again.resumed) == (0, 18)
+    assert (again.graded, again.resumed) == (0, 12)
     assert build_report(again, [1], 1, {}) == report
 
 
@@ -212,7 +216,7 @@ def test_resume_refuses_other_settings(tmp_path):
 def eval_args(out: Path, model: Path, *extra: str) -> list[str]:
     return [
         "eval", "--model", str(model), "--tasks", "csqa,stra", "--data-dir", str(FIXTURES),
-        "--n", "3", "--seeds", "0,3", "--max-thoughts", "2", "--max-tokens", "8",
+        "--n", "3", "--sample-seed", "3", "--max-thoughts", "2", "--max-tokens", "8",
         "--backend", "transformers", "--out", str(out), *extra,
     ]  # fmt: skip
 
@@ -227,9 +231,8 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path, cap
         "records.jsonl", "eval_config.json", "results.md", "results.csv", "results.json",
     }  # fmt: skip
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    # seeds 0 and 3 draw 3 of 4 csqa items (4 distinct, each rolled out once) and all 3
-    # strategyqa items
-    assert len(records) == 7
+    # sample seed 3 draws 3 of the 4 csqa items and all 3 strategyqa items
+    assert len(records) == 6
     assert set(records[0]) >= {"problem_id", "thoughts", "answer", "reward", "passed", "reason"}
     assert all(1 <= len(r["thoughts"]) <= 2 for r in records)
     table = (out / "results.md").read_text().splitlines()
@@ -238,8 +241,8 @@ def test_eval_command_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path, cap
     summary = json.loads((out / "results.json").read_text())
     assert summary["results"]["pass@1"]["base"]["csqa"]["items"] == 3
     assert main(eval_args(out, tiny_model_dir)) == 0
-    assert "graded 0 rollouts, resumed 7" in capsys.readouterr().out.replace("\n", " ")
-    assert len((out / "records.jsonl").read_text().splitlines()) == 7
+    assert "graded 0 rollouts, resumed 6" in capsys.readouterr().out.replace("\n", " ")
+    assert len((out / "records.jsonl").read_text().splitlines()) == 6
 
 
 def test_eval_command_checks_arguments_before_loading_a_model(tmp_path, capsys):

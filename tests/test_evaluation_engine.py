@@ -39,7 +39,7 @@ def test_heldout_eval_and_audit_roll_out_the_same_chains(tokenizer, tmp_path):
     backend = ScriptedBackend(tokenizer, NoisySolver(task, error_rate=0.3))
     heldout = heldout_rewards(backend, task, problems)
 
-    suite = Suite("s", n=12, seeds=(0,), tasks=(SuiteEntry(name="arith", task="arith_chain"),))
+    suite = Suite("s", n=12, tasks=(SuiteEntry(name="arith", task="arith_chain"),))
     store = RecordStore(tmp_path, {})
     result = asyncio.run(
         evaluate(backend, suite, {"arith": task}, [Method("base")], SETTINGS, store)

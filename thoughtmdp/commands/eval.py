@@ -28,7 +28,10 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="[NAME=]PATH[,PATH...]",
-        help="a report row: one or more adapter folders (e.g. one per training seed); repeatable",
+        help=(
+            "a report row: its adapter folders, one per training seed (the row's SD is taken "
+            "over them); repeatable"
+        ),
     )
     parser.add_argument(
         "--base", action="store_true", help="add a 'base' row (implied without --adapter)"
@@ -38,8 +41,16 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks", help="comma-separated task names: entries of the suite or registered tasks"
     )
     parser.add_argument("--data-dir", help=f"folder of the suite's data files (or ${DATA_DIR_ENV})")
-    parser.add_argument("--n", type=int, help="items per task and seed (default: the suite's)")
-    parser.add_argument("--seeds", help="comma-separated item-sample seeds (default: the suite's)")
+    parser.add_argument("--n", type=int, help="items sampled per task (default: the suite's)")
+    parser.add_argument(
+        "--sample-seed",
+        type=int,
+        help=(
+            "seed of the one item sample per task, shared by the base model and every adapter "
+            "(default: the suite's, 0 for 'paper'); not a training seed"
+        ),
+    )
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)  # removed; explains what replaced it
     parser.add_argument("--out", default="eval_results", help="output folder (resumed if present)")
     parser.add_argument("-k", default="1", help="comma-separated k of pass@k (each <= --samples)")
     add_eval_arguments(parser, EvalSettings())
@@ -96,12 +107,15 @@ def _evaluate(plan: EvalPlan, tasks: dict[str, Any], store: Any, backend: Any, k
         "backend": kind,
         "samples": plan.settings.samples,
         "n": plan.suite.n,
-        "seeds": list(plan.suite.seeds),
+        "sample_seed": plan.suite.sample_seed,
+        "sd": "sample SD (ddof=1) over a row's adapters (training seeds); none for one policy",
         "methods": {m.name: list(m.adapters) for m in plan.methods},
     }
     report = build_report(result, plan.ks, plan.settings.samples, settings)
     for metric in report.metrics:
         console.print(to_rich(report, metric))
+    for note in report.notes:
+        console.print(note, markup=False, highlight=False)
     paths = write_report(report, plan.out)
     console.print(
         f"graded {result.graded} rollouts, resumed {result.resumed}; wrote "
@@ -121,8 +135,10 @@ COMMAND = Command(
     run=run,
     arguments=arguments,
     description=(
-        "Thought-level rollouts (the training prompt) on n items per task and seed, "
-        "pass rate per task, mean ± SD over a method's runs. Results go to --out: "
-        "results.md/.csv/.json and records.jsonl (per-item records; a rerun resumes)."
+        "Thought-level rollouts (the training prompt) on one fixed sample of n items per task "
+        "(drawn with --sample-seed, the same for every row; a suite's exclude_training keeps "
+        "training problems out), pass rate per task, mean ± SD over a row's adapters (one per "
+        "training seed; the base model has no SD). Results go to --out: results.md/.csv/.json "
+        "and records.jsonl (per-item records; a rerun resumes)."
     ),
 )

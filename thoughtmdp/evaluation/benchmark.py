@@ -3,8 +3,10 @@
 Every (adapter, task, item, sample) is rolled out once by an
 :class:`~thoughtmdp.evaluation.engine.EvalEngine` and its record appended to ``records.jsonl``
 in the output folder as soon as it is graded, so an interrupted run resumes where it stopped.
-Items are drawn per seed with :func:`~thoughtmdp.evaluation.suite.sample_problems`; an item
-drawn by several seeds is rolled out once (greedy decoding gives one answer per item).
+Each task's items are drawn once, before any rollout, with
+:func:`~thoughtmdp.evaluation.items.draw_sample` (the suite's ``sample_seed``, its training
+problems left out): the base model and every adapter are scored on the same items, so the
+spread of a row comes from its adapters (one per training seed) alone.
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thoughtmdp.backend import PolicyBackend
-from thoughtmdp.evaluation.engine import EvalEngine, EvalRollout, Job, use_adapter
+from thoughtmdp.evaluation.engine import (
+    EvalEngine,
+    EvalRollout,
+    Job,
+    evaluation_split,
+    use_adapter,
+)
+from thoughtmdp.evaluation.items import ItemSample, draw_sample
 from thoughtmdp.evaluation.records import ItemRecord, RecordKey, RecordStore
-from thoughtmdp.evaluation.suite import Suite, sample_problems
+from thoughtmdp.evaluation.suite import Suite
 from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.settings.evaluation import EvalSettings
-from thoughtmdp.types import Problem
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class Method:
 
     Attributes:
         name: The row name.
-        adapters: LoRA adapter folders; ``None`` is the base model.
+        adapters: LoRA adapter folders, one per training seed; ``None`` is the base model.
     """
 
     name: str
@@ -38,34 +46,34 @@ class Method:
 
 @dataclass(frozen=True)
 class Run:
-    """The items one (method, adapter, task, seed) is scored on.
+    """The items one (method, adapter, task) is scored on: the task's one item sample.
 
     Attributes:
         method: The row.
-        adapter: The checkpoint.
+        adapter: The checkpoint (one training seed of the row); ``None``: the base model.
         task: The column.
-        seed: The item sample's seed.
-        problem_ids: The drawn items.
+        problem_ids: The task's sampled items (the same for every run of the task).
     """
 
     method: str
     adapter: str | None
     task: str
-    seed: int
     problem_ids: tuple[str, ...]
 
 
 @dataclass
 class EvalResult:
-    """What :func:`evaluate` did: the runs, every record they use, and the work done.
+    """What :func:`evaluate` did: the item samples, the runs, their records, the work done.
 
     Attributes:
-        runs: One per method, adapter, task and seed.
+        samples: The item sample of each task, by suite name.
+        runs: One per method, adapter and task.
         records: Records by key (resumed and new).
         graded: Rollouts graded in this call.
         resumed: Rollouts found in the output folder.
     """
 
+    samples: dict[str, ItemSample] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     records: dict[RecordKey, ItemRecord] = field(default_factory=dict)
     graded: int = 0
@@ -83,11 +91,12 @@ async def evaluate(
 ) -> EvalResult:
     """Roll out and grade every item of every run not already in ``store``.
 
+    Each task's item sample is drawn once, before any rollout, and shared by every row.
     Base-model rows run first: a backend cannot drop an adapter once loaded.
 
     Args:
         backend: The policy; it needs a ``tokenizer`` attribute and ``load_adapter``.
-        suite: Tasks (columns), item counts and seeds.
+        suite: Tasks (columns), item counts and the sample seed.
         tasks: The built task of each suite entry, by entry name.
         methods: The rows.
         settings: Sampling and caps.
@@ -97,7 +106,7 @@ async def evaluate(
     Returns:
         The runs and their records.
     """
-    result = EvalResult()
+    result = EvalResult(samples=draw_samples(suite, tasks))
     known = store.load()
     pairs = [(m, a) for m in methods for a in m.adapters]
     pairs.sort(key=lambda pair: pair[1] is not None)
@@ -109,8 +118,7 @@ async def evaluate(
             *(
                 grader.grade(
                     EvalEngine(backend, tasks[e.name], settings, name=e.name, slots=slots),
-                    suite.items(e),
-                    suite.seeds,
+                    result.samples[e.name],
                 )
                 for e in suite.tasks
             )
@@ -118,20 +126,22 @@ async def evaluate(
     return result
 
 
-def draw_items(
-    problems: Sequence[Problem], n: int, seeds: Sequence[int]
-) -> dict[int, list[Problem]]:
-    """The items each seed draws from a split.
+def draw_samples(suite: Suite, tasks: Mapping[str, VerifiableTask]) -> dict[str, ItemSample]:
+    """The one item sample of every task of ``suite``, drawn with its ``sample_seed``.
 
     Args:
-        problems: The split's problems.
-        n: Items per seed (all of them when the split has fewer).
-        seeds: The seeds.
+        suite: The tasks, item counts and sample seed.
+        tasks: The built task of each suite entry, by entry name.
 
     Returns:
-        Seed -> drawn problems, in split order.
+        Entry name -> its sample, from the split the engine evaluates.
     """
-    return {seed: sample_problems(problems, n, seed) for seed in seeds}
+    return {
+        e.name: draw_sample(
+            e, tasks[e.name], evaluation_split(tasks[e.name]), suite.items(e), suite.sample_seed
+        )
+        for e in suite.tasks
+    }
 
 
 @dataclass
@@ -145,14 +155,10 @@ class _Grader:
     store: RecordStore
     progress: Any | None
 
-    async def grade(self, engine: EvalEngine, n: int, seeds: Sequence[int]) -> None:
-        drawn = draw_items(engine.task.problems(engine.split), n, seeds)
-        self.result.runs += [
-            Run(self.method, self.adapter, engine.name, seed, tuple(p.id for p in problems))
-            for seed, problems in drawn.items()
-        ]
-        unique = {p.id: p for problems in drawn.values() for p in problems}
-        jobs = engine.jobs(unique.values())
+    async def grade(self, engine: EvalEngine, items: ItemSample) -> None:
+        ids = tuple(p.id for p in items.problems)
+        self.result.runs.append(Run(self.method, self.adapter, engine.name, ids))
+        jobs = engine.jobs(items.problems)
         bar = None
         if self.progress is not None:
             bar = self.progress.add_task(f"{self.method} · {engine.name}", total=len(jobs))

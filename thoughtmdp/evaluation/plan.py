@@ -20,8 +20,8 @@ class EvalPlan:
 
     Attributes:
         model: The base model.
-        suite: The tasks, item counts and seeds, with data paths resolved.
-        methods: The report rows.
+        suite: The tasks, item counts and sample seed, with data paths resolved.
+        methods: The report rows (each with one adapter per training seed).
         settings: Rollout settings.
         ks: The k values of pass@k.
         out: The output folder.
@@ -45,8 +45,16 @@ def plan_from_args(args: argparse.Namespace) -> EvalPlan:
     if args.n is not None:
         _positive("--n", args.n)
         suite = replace(suite, n=args.n, tasks=tuple(replace(e, n=None) for e in suite.tasks))
-    if args.seeds is not None:
-        suite = replace(suite, seeds=parse_ints("--seeds", args.seeds))
+    if getattr(args, "seeds", None) is not None:
+        raise ThoughtMDPError(
+            "--seeds is gone: every row is scored on one fixed item sample per task; give a "
+            "row one adapter per training seed (--adapter NAME=PATH_S0,PATH_S42,PATH_S420), "
+            "and pick the item sample with --sample-seed"
+        )
+    if args.sample_seed is not None:
+        if args.sample_seed < 0:
+            raise ThoughtMDPError(f"--sample-seed must be 0 or more, got {args.sample_seed}")
+        suite = replace(suite, sample_seed=args.sample_seed)
     settings = eval_settings_from_args(args, EvalSettings())
     ks = parse_ints("-k", args.k)
     if any(not 1 <= k <= settings.samples for k in ks):
@@ -109,7 +117,7 @@ def parse_ints(flag: str, text: str) -> tuple[int, ...]:
     Raises:
         ThoughtMDPError: If an item is not an integer, or there is none.
 
-    >>> parse_ints("--seeds", "0,42, 420")
+    >>> parse_ints("-k", "0,42, 420")
     (0, 42, 420)
     """
     try:
@@ -122,7 +130,11 @@ def parse_ints(flag: str, text: str) -> tuple[int, ...]:
 
 
 def fingerprint(plan: EvalPlan) -> dict[str, Any]:
-    """What records in the output folder must share with this run: model, sampling, tasks."""
+    """What records in the output folder must share with this run: model, sampling, tasks.
+
+    The sample seed and training exclusions are not part of it: they choose which items are
+    scored, not how an item is rolled out, so records of an earlier sample stay usable.
+    """
     return {
         "model": plan.model,
         **plan.settings.fingerprint(),

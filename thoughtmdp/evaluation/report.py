@@ -1,9 +1,12 @@
 """Tables of evaluation results in the layout of the paper's Table 3.
 
-Tasks are columns and methods rows; a cell is the mean ± SD of the pass rate (or pass@k)
-over the method's runs (adapters × item seeds), in percent; the best mean of each column is
-bold. A single run shows no SD, like the paper's Base rows. pass@k uses the unbiased
-estimator of :func:`~thoughtmdp.runs.stats.pass_at_k` per item, averaged over items.
+Tasks are columns and methods rows; every row of a column is scored on the same fixed item
+sample. A cell is the mean ± sample SD (``ddof=1``) of the pass rate (or pass@k) over the
+row's adapters, one per training seed, in percent; the best mean of each column is bold. A
+single policy, such as the base model, shows no SD, like the paper's Base rows. pass@k uses
+the unbiased estimator of :func:`~thoughtmdp.runs.stats.pass_at_k` per item, averaged over
+items. Below the tables, one line per task says how many items were drawn from what, and
+how many rows were left out as training problems.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ class Cell:
     """The runs of one method on one task for one metric.
 
     Attributes:
-        runs: The metric of each run, in [0, 1].
-        items: Items per run (the largest, when runs differ).
+        runs: The metric of each run (one per adapter of the row, i.e. per training seed),
+            in [0, 1].
+        items: Items per run (the task's sample, the same for every run).
     """
 
     runs: tuple[float, ...]
@@ -44,7 +48,7 @@ class Cell:
 
     @property
     def sd(self) -> float | None:
-        """Sample standard deviation over runs (``ddof=1``); ``None`` for a single run."""
+        """Sample SD over the row's adapters (``ddof=1``); ``None`` for a single policy."""
         if len(self.runs) < 2:
             return None
         return math.sqrt(sum((x - self.mean) ** 2 for x in self.runs) / (len(self.runs) - 1))
@@ -69,6 +73,8 @@ class Report:
         tasks: Column names, in order.
         cells: ``(metric, method, task)`` -> cell; missing when a method has no run there.
         settings: How the results were produced, for the JSON file.
+        notes: One line per task on its item sample (see
+            :meth:`~thoughtmdp.evaluation.items.ItemSample.note`).
     """
 
     metrics: tuple[str, ...]
@@ -76,6 +82,7 @@ class Report:
     tasks: tuple[str, ...]
     cells: dict[tuple[str, str, str], Cell]
     settings: dict[str, Any]
+    notes: tuple[str, ...] = ()
 
     def best(self, metric: str, task: str) -> set[str]:
         """The methods with the highest mean in a column (all of them on a tie)."""
@@ -120,8 +127,20 @@ def build_report(
         settings: Stored with the report.
 
     Returns:
-        The report.
+        The report; its settings gain ``items``, the sample of each task.
     """
+    drawn = {
+        name: {
+            "sample_seed": sample.seed,
+            "pool": sample.pool,
+            "excluded": sample.excluded,
+            "training_problems": sample.training,
+            "training_task": sample.training_task,
+            "items": len(sample.problems),
+        }
+        for name, sample in result.samples.items()
+    }
+    notes = tuple(sample.note(name) for name, sample in result.samples.items())
     methods = tuple(dict.fromkeys(r.method for r in result.runs))
     tasks = tuple(dict.fromkeys(r.task for r in result.runs))
     metrics = tuple(f"pass@{k}" for k in ks)
@@ -134,11 +153,11 @@ def build_report(
                     values = tuple(run_value(result, r, samples, k) for r in runs)
                     items = max(len(r.problem_ids) for r in runs)
                     cells[(metric, method, task)] = Cell(values, items)
-    return Report(metrics, methods, tasks, cells, settings)
+    return Report(metrics, methods, tasks, cells, {**settings, "items": drawn}, notes)
 
 
 def to_markdown(report: Report) -> str:
-    """One Table-3-style Markdown table per metric, best per column in bold.
+    """One Table-3-style Markdown table per metric, best per column in bold, then the notes.
 
     >>> cells = {("pass@1", "base", "csqa"): Cell((0.5,), 3)}
     >>> cells["pass@1", "srpo", "csqa"] = Cell((0.6, 0.8), 3)
@@ -163,11 +182,17 @@ def to_markdown(report: Report) -> str:
             row = [_cell_text(report, metric, method, task, "**{}**") for task in report.tasks]
             lines.append(f"| {method} | " + " | ".join(row) + " |")
         parts.append("\n".join(lines) + "\n")
+    if report.notes:
+        parts.append(
+            "Mean ± SD over each row's adapters (one per training seed); a single policy, such "
+            "as the base model, has no SD. Items per task, the same for every row:\n\n"
+            + "".join(f"- {note}\n" for note in report.notes)
+        )
     return "\n".join(parts)
 
 
 def to_csv(report: Report) -> str:
-    """One line per metric, method and task: ``mean``, ``sd`` (percent), runs, items."""
+    """One line per metric, method and task: ``mean``, ``sd`` (percent), runs (adapters), items."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["metric", "method", "task", "mean", "sd", "runs", "items", "best"])
@@ -181,7 +206,10 @@ def to_csv(report: Report) -> str:
 
 
 def to_json(report: Report) -> dict[str, Any]:
-    """The report as plain data: settings, and per metric, method and task the run values."""
+    """The report as plain data: settings, notes, and the run values of every cell.
+
+    A cell's ``runs`` hold one value per adapter, in the order of ``settings["methods"]``.
+    """
     results: dict[str, Any] = {}
     for (metric, method, task), cell in report.cells.items():
         results.setdefault(metric, {}).setdefault(method, {})[task] = {
@@ -191,7 +219,12 @@ def to_json(report: Report) -> dict[str, Any]:
             "items": cell.items,
             "best": method in report.best(metric, task),
         }
-    return {"settings": report.settings, "tasks": list(report.tasks), "results": results}
+    return {
+        "settings": report.settings,
+        "tasks": list(report.tasks),
+        "notes": list(report.notes),
+        "results": results,
+    }
 
 
 def to_rich(report: Report, metric: str) -> Any:

@@ -1,10 +1,10 @@
-"""Evaluation suites: the tasks to evaluate, their data, and how many items per seed.
+"""Evaluation suites: the tasks to evaluate, their data, and the one item sample of each.
 
 A suite is a YAML file::
 
     name: my-suite
-    n: 500                 # items sampled per task and seed (all items when fewer)
-    seeds: [0, 42, 420]    # one sample of n items per seed
+    n: 500                 # items sampled per task (all items when fewer)
+    sample_seed: 0         # seed of the one item sample per task, shared by every row
     tasks:
       - name: csqa                         # the report's column
         task: qa                           # a registered task (default: qa)
@@ -13,6 +13,14 @@ A suite is a YAML file::
         answer_type: multiple_choice       # optional: the preset sets it
         n: 200                             # optional: overrides the suite's n
         options: {limit: 1000}             # optional: more task arguments
+        exclude_training: {data: train.jsonl, limit: 400}  # optional: see below
+
+Each task is scored on one fixed sample of items, drawn once with ``sample_seed``: the base
+model and every adapter see the same items, so a row's spread (the SD over its adapters, one
+per training seed) measures training, not which items were drawn. ``exclude_training`` names
+the task a training run used (its arguments, plus ``task:`` when it is another task): its
+problems, matched by their whitespace-normalised, case-folded question text, are left out of
+the pool before the sample is drawn, so no training problem is ever an evaluation item.
 
 Relative ``data`` paths are resolved against a data folder (``--data-dir``, else the
 ``THOUGHTMDP_EVAL_DATA`` environment variable, else the suite file's folder); a ``data``
@@ -60,8 +68,10 @@ class SuiteEntry:
         data: Data file, glob or dataset name, passed to the task as ``data``.
         preset: Passed to the task as ``preset`` (QATask's benchmark layouts).
         answer_type: Passed to the task as ``answer_type``.
-        n: Items per seed for this task; ``None`` uses the suite's.
+        n: Items sampled for this task; ``None`` uses the suite's.
         options: Further task arguments.
+        exclude_training: Arguments of the training task whose problems must not be
+            evaluated (``task`` names it, default this entry's task); ``None``: no exclusion.
     """
 
     name: str = ""
@@ -71,6 +81,7 @@ class SuiteEntry:
     answer_type: str | None = None
     n: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    exclude_training: dict[str, Any] | None = None
 
     def task_kwargs(self) -> dict[str, Any]:
         """The arguments the task is built with: ``options`` plus the set named fields."""
@@ -88,22 +99,35 @@ class SuiteEntry:
         """
         return make_task(self.task, **self.task_kwargs())
 
+    def build_training(self) -> VerifiableTask | None:
+        """The training task of ``exclude_training``; ``None`` without one.
+
+        Raises:
+            UnknownNameError: If its task is not registered.
+        """
+        if self.exclude_training is None:
+            return None
+        options = dict(self.exclude_training)
+        return make_task(str(options.pop("task", self.task)), **options)
+
 
 @dataclass(frozen=True)
 class Suite:
-    """A set of tasks evaluated together, with the item count and seeds.
+    """A set of tasks evaluated together, with the item count and the item sample's seed.
 
     Attributes:
         name: The suite's name.
-        n: Items sampled per task and seed.
-        seeds: Seeds of the item samples.
+        n: Items sampled per task.
+        sample_seed: Seed of the item sample: one sample per task, drawn once and shared by
+            the base model and every adapter. It is neither a training seed (those are the
+            adapters of a row) nor the generation seed (``EvalSettings.sampling_seed``).
         tasks: The tasks, in column order.
         folder: The suite file's folder (for relative data paths); ``None`` when built in.
     """
 
     name: str = "suite"
     n: int = 500
-    seeds: tuple[int, ...] = (0,)
+    sample_seed: int = 0
     tasks: tuple[SuiteEntry, ...] = ()
     folder: str | None = None
 
@@ -120,7 +144,7 @@ class Suite:
         raise SuiteError(f"suite {self.name!r} has no task {name!r}; its tasks: {known}")
 
     def items(self, entry: SuiteEntry) -> int:
-        """Items sampled per seed for ``entry``."""
+        """Items sampled for ``entry``."""
         return entry.n if entry.n is not None else self.n
 
 
@@ -138,8 +162,8 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
         SuiteError: If the file is missing, not YAML, or breaks one of those rules.
 
     >>> suite = load_suite("paper")
-    >>> suite.n, suite.seeds, [e.name for e in suite.tasks][:3]
-    (500, (0, 42, 420), ['oly', 'hmmt', 'lvl5'])
+    >>> suite.n, suite.sample_seed, [e.name for e in suite.tasks][:3]
+    (500, 0, ['oly', 'hmmt', 'lvl5'])
     """
     import yaml
 
@@ -157,6 +181,13 @@ def load_suite(name_or_path: str | os.PathLike[str]) -> Suite:
         )
     try:
         data = yaml.safe_load(text) or {}
+        if isinstance(data, dict) and "seeds" in data:
+            raise SuiteError(
+                f"suite {name}: 'seeds' is no longer read: each task is scored on one fixed "
+                "item sample, shared by every row, and a row's SD is taken over its adapters "
+                "(one per training seed); replace 'seeds: [...]' with 'sample_seed: N' "
+                "(default 0)"
+            )
         suite = from_dict(Suite, {**data, "folder": folder} if isinstance(data, dict) else data)
     except ConfigError as exc:
         raise SuiteError(f"suite {name}: {exc}") from None
@@ -171,7 +202,7 @@ def suite_for_tasks(names: Sequence[str], base: Suite) -> Suite:
 
     Args:
         names: Task names; each an entry of ``base`` or a registered task.
-        base: The suite whose entries, ``n`` and seeds are used.
+        base: The suite whose entries, ``n`` and sample seed are used.
 
     Returns:
         The suite, in the order of ``names``.
@@ -243,6 +274,16 @@ def sample_problems(problems: Sequence[Problem], n: int, seed: int) -> list[Prob
 
 
 def _resolve_entry(entry: SuiteEntry, folder: str | None, suite: str) -> SuiteEntry:
+    if entry.exclude_training is not None and entry.exclude_training.get("data") is not None:
+        training = SuiteEntry(
+            name=f"{entry.name}.exclude_training",
+            task=str(entry.exclude_training.get("task", entry.task)),
+            data=str(entry.exclude_training["data"]),
+        )
+        data = _resolve_entry(training, folder, suite).data
+        entry = dataclasses.replace(
+            entry, exclude_training={**entry.exclude_training, "data": data}
+        )
     data = entry.data
     if data is None:
         return entry
@@ -293,5 +334,5 @@ def _check(suite: Suite, name: str) -> None:
             )
         if entry.n is not None and entry.n < 1:
             raise SuiteError(f"{where}: n must be at least 1, got {entry.n}")
-    if suite.n < 1 or not suite.seeds:
-        raise SuiteError(f"suite {name}: n must be at least 1 and seeds non-empty")
+    if suite.n < 1:
+        raise SuiteError(f"suite {name}: n must be at least 1")

@@ -4,6 +4,15 @@ One :class:`EvalSettings` drives the held-out pass rate of ``thoughtmdp train``,
 ``thoughtmdp eval`` and the chains of ``thoughtmdp audit-localization``; the two commands'
 options are generated from its fields by :func:`add_eval_arguments` and read back by
 :func:`eval_settings_from_args`.
+
+Three seeds meet in an evaluation, and only one of them lives here:
+
+- the *training seed* of a checkpoint: ``thoughtmdp eval`` takes one adapter per training seed
+  in a report row (``--adapter NAME=S0,S42,S420``) and reports the SD over them;
+- the *sample seed* of the items (the suite's ``sample_seed``, ``--sample-seed``): one fixed
+  sample per task, shared by the base model and every adapter;
+- the *generation seed* (:attr:`EvalSettings.sampling_seed`): the base of each rollout's
+  request seed, which matters only when sampling (temperature > 0).
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ class EvalSettings:
         max_thoughts: Most thoughts in a chain.
         max_total_tokens: Most thought tokens in a chain (None: no budget).
         samples: Rollouts per problem (the n of pass@k).
-        sampling_seed: Base of the per-request seeds (they matter when temperature > 0).
+        sampling_seed: Generation seed: the base of the per-request seeds (they matter when
+            temperature > 0). It picks neither the items (the suite's ``sample_seed``) nor a
+            checkpoint (the training seed of an adapter).
         concurrency: Rollouts in flight at once.
     """
 
