@@ -149,7 +149,7 @@ def test_unknown_policy_and_bad_fallback():
     ):
         make_reset_policy("slef")
     with pytest.raises(
-        ThoughtMDPError, match=r"^fallback must be 'uniform' or 'skip', got 'random'$"
+        ThoughtMDPError, match=r"^fallback must be 'uniform', 'skip' or 'grpo', got 'random'$"
     ):
         make_reset_policy("self", fallback="random")
     assert {"none", "uniform", "self", "oracle", "least_confident"} <= set(RESET_POLICIES.names())

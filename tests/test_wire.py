@@ -235,7 +235,7 @@ def episode_with_resets_header(episodes):
             "resets",
             lambda row: row.__setitem__(4, "maybe"),
             "resets[0]: field 'parse_status' must be one of 'ok', 'unparsable', "
-            "'out_of_range', 'not_applicable', got 'maybe'",
+            "'out_of_range', 'ambiguous', 'not_applicable', got 'maybe'",
         ),
         (
             "resets",

@@ -176,7 +176,7 @@ class Group:
         return tuple(t.reward for t in self.trajectories)
 
 
-ParseStatus = Literal["ok", "unparsable", "out_of_range", "not_applicable"]
+ParseStatus = Literal["ok", "unparsable", "out_of_range", "ambiguous", "not_applicable"]
 
 
 @dataclass(frozen=True)
@@ -187,8 +187,10 @@ class ResetDecision:
         reset_index: ``h*`` in ``1..H_s``; ``None`` means no reset group for this seed.
         policy: Name of the policy that decided.
         raw_text: The localiser's raw answer, for policies that ask a model.
-        parse_status: Whether that answer named a step in range.
-        fallback: How a failed parse was handled (``"uniform"`` or ``"skip"``), if it was.
+        parse_status: Whether that answer named a step in range (``"ambiguous"``: a bare
+            number equal to the problem's answer).
+        fallback: How a failed decision was handled (``"uniform"``, ``"skip"`` or
+            ``"grpo"``), if it was.
     """
 
     reset_index: int | None

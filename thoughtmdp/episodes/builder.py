@@ -5,6 +5,10 @@ prompt are sampled in waves (all rollouts of a wave in parallel) and read in sam
 which gives the same distribution as sampling one at a time: the first K failures are the
 seeds, every other rollout joins the base group until it holds G1. A seed's reset group starts
 the moment the seed is known, while the base group may still be sampling.
+
+A seed whose reset policy fell back with ``fallback="grpo"`` gets no reset group: the seed and
+``M - 1`` fresh rollouts from the prompt join the base group instead, so the episode still
+trains on ``G1 + K * M`` rollouts.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ class _PhaseOne:
     base: list[Trajectory]
     seeds: list[Trajectory]
     surplus: list[Trajectory]  # correct rollouts beyond G1, kept only for a fallback group
+
+
+@dataclass
+class _Reset:
+    record: ResetRecord
+    group: Group | None  # None: no reset group for this seed
+    to_base: list[Trajectory]  # rollouts from the prompt that join the base group ("grpo")
 
 
 class EpisodeBuilder:
@@ -77,22 +88,22 @@ class EpisodeBuilder:
         """All groups of one prompt. ``seed`` makes sampling and reset choices reproducible."""
         seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         started = time.perf_counter()
-        resets: list[asyncio.Task[tuple[ResetRecord, Group | None]]] = []
+        resets: list[asyncio.Task[_Reset]] = []
         phase = await self._sample_from_prompt(problem_id, seed, resets)
         finished = await asyncio.gather(*resets)
-        groups = self._base_groups(phase)
-        groups += [group for _, group in finished if group is not None]
+        groups = self._base_groups(phase, [t for r in finished for t in r.to_base])
+        groups += [r.group for r in finished if r.group is not None]
         used = {id(t) for g in groups for t in g.trajectories}
         unused = [t for t in phase.base + phase.surplus if id(t) not in used]
         return Episode(
             problem_id,
             tuple(groups),
-            tuple(record for record, _ in finished),
+            tuple(r.record for r in finished),
             fell_back=self.config.num_resets > 0 and not phase.seeds,
             unused_tokens=tuple(t.num_sampled_tokens for t in unused),
             timings={
                 "total_s": time.perf_counter() - started,
-                "localize_s": sum(record.seconds for record, _ in finished),
+                "localize_s": sum(r.record.seconds for r in finished),
             },
         )
 
@@ -100,7 +111,7 @@ class EpisodeBuilder:
         self,
         problem_id: str,
         seed: int,
-        resets: list[asyncio.Task[tuple[ResetRecord, Group | None]]],
+        resets: list[asyncio.Task[_Reset]],
     ) -> _PhaseOne:
         config, phase, attempts = self.config, _PhaseOne([], [], []), 0
         while attempts < config.max_seed_attempts:
@@ -125,8 +136,8 @@ class EpisodeBuilder:
                     phase.surplus.append(trajectory)
         return phase
 
-    def _base_groups(self, phase: _PhaseOne) -> list[Group]:
-        base = phase.base
+    def _base_groups(self, phase: _PhaseOne, to_base: list[Trajectory]) -> list[Group]:
+        base = phase.base + to_base
         if self.config.num_resets and not phase.seeds:
             # No failure found: a GRPO-style group of everything sampled, so the prompt still
             # contributes its rollouts (with zero advantage, as all of them are correct).
@@ -138,9 +149,7 @@ class EpisodeBuilder:
             return []
         return [self._group("base", base)]
 
-    async def _reset_group(
-        self, seed_trajectory: Trajectory, seed: int, k: int
-    ) -> tuple[ResetRecord, Group | None]:
+    async def _reset_group(self, seed_trajectory: Trajectory, seed: int, k: int) -> _Reset:
         started = time.perf_counter()
         rng = np.random.default_rng([seed, k])
         context = ResetContext(seed_trajectory, self.task, self.backend, rng)
@@ -148,8 +157,18 @@ class EpisodeBuilder:
         oracle = self.task.first_error_step(seed_trajectory) if self.task.has_step_oracle else None
         record = ResetRecord(seed_trajectory, decision, oracle, time.perf_counter() - started)
         h = decision.reset_index
+        if h is None and decision.fallback == "grpo":
+            # The M rollouts the reset group would have had, drawn from the prompt instead
+            # (stream 1 + k stays this reset's, so the draws are as reproducible as suffixes).
+            fresh = await asyncio.gather(
+                *(
+                    self._rollout(seed_trajectory.problem_id, seed, BASE_STREAM + k, j)
+                    for j in range(self.config.suffix_group_size - 1)
+                )
+            )
+            return _Reset(record, None, [seed_trajectory, *fresh])
         if h is None:
-            return record, None
+            return _Reset(record, None, [])
         if not 1 <= h <= record.seed_length:
             raise ThoughtMDPError(
                 f"reset policy {self.policy.name!r} chose h* = {h}, outside 1..{record.seed_length}"
@@ -164,7 +183,7 @@ class EpisodeBuilder:
                 for j in range(self.config.suffix_group_size)
             )
         )
-        return record, replace(self._group("reset", list(suffixes)), reset_index=h)
+        return _Reset(record, replace(self._group("reset", list(suffixes)), reset_index=h), [])
 
     def _group(self, kind: GroupKind, trajectories: list[Trajectory]) -> Group:
         advantages = group_advantages([t.reward for t in trajectories], self.config.normalize_std)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from thoughtmdp.episodes.reset_policies import FALLBACKS
 from thoughtmdp.types import Episode, ResetRecord
 
 PASS_REWARD = 1.0
@@ -23,6 +24,8 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     Keys: ``critic/score/mean`` (base-group reward), ``reset/count``, ``reset/fallback_rate``
     (episodes without a failed rollout), ``reset/skip_rate`` (seeds without a reset group),
     ``reset/localizer_parse_fail_rate`` (localiser answers that named no valid step),
+    ``reset/policy_fallback_rate`` (seeds whose reset policy named no step and fell back),
+    ``reset/policy_fallback/<kind>`` (the same by kind: ``uniform``, ``skip``, ``grpo``),
     ``reset/position/mean`` (``h*/H_s``), ``reset/suffix_pass_rate`` (reset-group reward) and,
     when the task has a step oracle, ``reset/exact_match_rate`` (``h*`` equals the oracle),
     ``reset/clean_prefix_rate`` (no wrong thought before ``h*``) and
@@ -46,6 +49,13 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     _put_mean(
         metrics, "reset/localizer_parse_fail_rate", [r.decision.parse_status != "ok" for r in asked]
     )
+    _put_mean(
+        metrics, "reset/policy_fallback_rate", [r.decision.fallback is not None for r in resets]
+    )
+    for kind in FALLBACKS:
+        _put_mean(
+            metrics, f"reset/policy_fallback/{kind}", [r.decision.fallback == kind for r in resets]
+        )
     _put_mean(metrics, "reset/position/mean", list(reset_positions(episodes)))
     _put_mean(metrics, "reset/suffix_pass_rate", suffix)
     metrics.update(_oracle_metrics(episodes))

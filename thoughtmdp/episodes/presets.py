@@ -23,7 +23,10 @@ class EpisodeConfig:
         reset_policy: Registered name of the reset policy (``none``, ``uniform``, ``self``,
             ``oracle``, ``least_confident`` or a custom one); unused when ``num_resets`` is 0.
         reset_policy_options: Keyword arguments of the reset policy (e.g. ``fallback``,
-            ``statistic``).
+            ``statistic``). ``fallback`` says what ``self`` and ``oracle`` do with a seed they
+            cannot name a step for: ``uniform`` (default: a random reset, as RRPO), ``skip``
+            (no reset group) or ``grpo`` (the seed and ``M - 1`` fresh rollouts from the
+            prompt join the base group, so the episode keeps its size, as GRPO).
         max_seed_attempts: Most rollouts sampled from the prompt while looking for seeds
             (base group included); without K failures by then, the episode uses what it found.
         normalize_std: Divide advantages by the group's standard deviation (off: Dr. GRPO).
@@ -121,9 +124,12 @@ class EpisodeSettings:
         reset_policy: ``none``, ``uniform``, ``self``, ``oracle``, ``least_confident`` or a
             registered policy (``None``: from the presets, else ``self``).
         reset_policy_options: Keyword arguments of the reset policy, e.g.
-            ``episode.reset_policy_options.fallback=skip``, the ``self`` localiser's
-            ``temperature``, ``max_tokens`` and ``template``, or the ``least_confident``
-            ``statistic`` (``mean`` or ``min``).
+            ``episode.reset_policy_options.fallback=grpo`` (what ``self`` and ``oracle`` do
+            when they name no step: ``uniform``, the default, resets at random as RRPO;
+            ``skip`` drops the reset group; ``grpo`` trains the prompt as GRPO with the
+            same number of rollouts), the ``self`` localiser's ``temperature``,
+            ``max_tokens``, ``template`` and ``check_answer_echo``, or the
+            ``least_confident`` ``statistic`` (``mean`` or ``min``).
         max_seed_attempts: Most rollouts sampled from the prompt while looking for seeds,
             base group included (``None``: from the presets, else 16).
         normalize_std: Divide advantages by the group's standard deviation; off is Dr. GRPO

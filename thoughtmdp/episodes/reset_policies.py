@@ -17,6 +17,7 @@ import numpy as np
 from thoughtmdp.backend import PolicyBackend, SamplingParams
 from thoughtmdp.episodes.localization import parse_step_index, render_localizer_prompt
 from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.mdp.boxed import last_boxed
 from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.registry import Registry
 from thoughtmdp.types import ResetDecision, Trajectory
@@ -76,7 +77,20 @@ class UniformReset(ResetPolicy):
         return ResetDecision(int(context.rng.integers(1, context.seed_length + 1)), self.name)
 
 
-Fallback = Literal["uniform", "skip"]
+Fallback = Literal["uniform", "skip", "grpo"]
+FALLBACKS: tuple[Fallback, ...] = ("uniform", "skip", "grpo")
+"""What a policy does when it cannot name a step (``fallback`` option of ``self``, ``oracle``).
+
+- ``uniform``: reset at a uniformly random thought, as RRPO would.
+- ``skip``: no reset group for this seed; the episode is smaller by ``M`` rollouts.
+- ``grpo``: no reset group either, but the base group grows by ``M`` rollouts from the
+  prompt, the seed itself and ``M - 1`` fresh ones, so the episode trains on as many rollouts
+  as with the reset, as plain GRPO. The seed joins because it is an ordinary rollout from
+  the prompt; leaving it out would tilt the base group towards correct rollouts.
+
+Every fallback is recorded in ``ResetDecision.fallback`` and counted by the
+``reset/policy_fallback/<kind>`` metrics.
+"""
 
 
 def _fall_back(context: ResetContext, decision: ResetDecision, fallback: Fallback) -> ResetDecision:
@@ -86,8 +100,8 @@ def _fall_back(context: ResetContext, decision: ResetDecision, fallback: Fallbac
 
 
 def _check_fallback(fallback: str) -> None:
-    if fallback not in ("uniform", "skip"):
-        raise ThoughtMDPError(f"fallback must be 'uniform' or 'skip', got {fallback!r}")
+    if fallback not in FALLBACKS:
+        raise ThoughtMDPError(f"fallback must be 'uniform', 'skip' or 'grpo', got {fallback!r}")
 
 
 class OracleReset(ResetPolicy):
@@ -95,7 +109,8 @@ class OracleReset(ResetPolicy):
 
     Args:
         fallback: What to do when the task finds no wrong thought in a failed chain (e.g. it
-            was truncated before answering): ``"uniform"`` or ``"skip"``.
+            was truncated before answering): ``"uniform"``, ``"skip"`` or ``"grpo"`` (see
+            :data:`FALLBACKS`).
     """
 
     name = "oracle"
@@ -117,12 +132,31 @@ class OracleReset(ResetPolicy):
 class SelfLocalization(ResetPolicy):
     r"""SRPO: the policy reads its failed chain and names the first wrong step as ``\boxed{N}``.
 
+    An answer fails when it holds no boxed number (``unparsable``), a number outside
+    ``1..H_s`` (``out_of_range``), or a bare number equal to the chain's own final answer or
+    the reference answer (``ambiguous``: the model may have boxed the answer, not a step;
+    writing "step N" beside it, or ``\boxed{Step N}``, settles it). A failed answer takes the
+    ``fallback``.
+
+    The default fallback stays ``"uniform"``: a localisation that fails still yields a reset
+    group of ``M`` suffixes at the same cost, so failures do not shrink the batch or change
+    its shape, and on a model that localises well they are rare. The price is that SRPO
+    silently drifts towards RRPO when they are not rare, so every fallback is recorded and
+    counted (``reset/policy_fallback_rate``, ``reset/localizer_parse_fail_rate``) and the
+    actor logs a warning when their share over its recent seed chains passes
+    ``actor.fallback_warn_rate`` (0.2 by default). Choose ``"grpo"`` to train the prompt as
+    GRPO instead, or ``"skip"`` to drop the reset group.
+
     Args:
-        fallback: For an unparsable or out-of-range answer: ``"uniform"`` or ``"skip"``.
+        fallback: For a failed answer: ``"uniform"``, ``"skip"`` or ``"grpo"`` (see
+            :data:`FALLBACKS`).
         template: Localiser prompt with ``{question}``, ``{steps}``, ``{num_steps}``;
             ``None`` asks the task (:meth:`VerifiableTask.render_localizer_prompt`).
         temperature: Sampling temperature of the localiser (0 = greedy).
         max_tokens: Longest localiser answer.
+        check_answer_echo: Treat a bare boxed number equal to the chain's or the reference
+            final answer as ``ambiguous``; turn off for tasks whose answers are small step-like
+            integers and a prompt that keeps them apart.
     """
 
     name = "self"
@@ -133,10 +167,12 @@ class SelfLocalization(ResetPolicy):
         template: str | None = None,
         temperature: float = 0.0,
         max_tokens: int = 512,
+        check_answer_echo: bool = True,
     ) -> None:
         _check_fallback(fallback)
         self.fallback = fallback
         self.template = template
+        self.check_answer_echo = check_answer_echo
         self.sampling = SamplingParams(
             temperature=temperature, top_p=1.0, max_tokens=max_tokens, stop=()
         )
@@ -151,9 +187,16 @@ class SelfLocalization(ResetPolicy):
             prompt = render_localizer_prompt(problem.question, thoughts, self.template)
         seed = int(context.rng.integers(2**31))
         completion = await context.backend.complete(prompt, replace(self.sampling, seed=seed))
-        index, status = parse_step_index(completion.text, context.seed_length)
+        answers = _final_answers(problem.answer, thoughts) if self.check_answer_echo else ()
+        index, status = parse_step_index(completion.text, context.seed_length, answers)
         decision = ResetDecision(index, self.name, completion.text, status)
         return decision if status == "ok" else _fall_back(context, decision, self.fallback)
+
+
+def _final_answers(reference: str, thoughts: list[str]) -> tuple[str, ...]:
+    """The reference answer and the chain's own boxed answer, when there are any."""
+    own = last_boxed(thoughts[-1]) if thoughts else None
+    return tuple(a for a in (reference, own) if a)
 
 
 Statistic = Literal["mean", "min"]
