@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from thoughtmdp.agents.backends.adapters import LoadsAdapters, apply_notice
 from thoughtmdp.episodes.builder import EpisodeBuilder
 from thoughtmdp.transport import EpisodeSender
-from thoughtmdp.types import Problem
+from thoughtmdp.types import Episode, Problem, ResetDecision
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,62 @@ def shard_order(
         yield from (ids[i] for i in rng.permutation(len(ids)))
 
 
+class FallbackWatch:
+    """Warns, once per crossing, when too many recent reset decisions took a fallback.
+
+    A reset policy that cannot name a step (an unparsable or ambiguous localiser answer, an
+    oracle without an answer) takes its ``fallback``; with the default ``uniform`` SRPO then
+    quietly becomes RRPO. The watch keeps the last ``window`` seed chains and logs a warning
+    when the share that fell back first exceeds ``threshold`` (the window full), then stays
+    quiet until the share is back at or under it.
+
+    Args:
+        threshold: Largest share of fallbacks that passes without a warning (1 never warns).
+        window: Seed chains the share is taken over.
+
+    >>> watch = FallbackWatch(threshold=0.5, window=2)
+    >>> watch.observe([ResetDecision(None, "self", "?", "unparsable", "skip")] * 2)
+    True
+    >>> watch.observe([ResetDecision(None, "self", "?", "unparsable", "skip")])
+    False
+    """
+
+    def __init__(self, threshold: float = 0.2, window: int = 50) -> None:
+        self.threshold = threshold
+        self.recent: deque[ResetDecision] = deque(maxlen=window)
+        self.warned = False
+
+    def observe(self, decisions: Sequence[ResetDecision]) -> bool:
+        """Add one episode's decisions; return whether this call logged a warning."""
+        self.recent.extend(decisions)
+        if len(self.recent) < (self.recent.maxlen or 0) or not decisions:
+            return False
+        fell_back = [d for d in self.recent if d.fallback is not None]
+        rate = len(fell_back) / len(self.recent)
+        if rate <= self.threshold:
+            self.warned = False
+            return False
+        if self.warned:
+            return False
+        self.warned = True
+        kinds = Counter(d.fallback for d in fell_back)
+        causes = Counter(d.parse_status for d in fell_back)
+        logger.warning(
+            "reset policy %r fell back on %d of the last %d seed chains (%.0f%%, over "
+            "fallback_warn_rate %.0f%%): fallbacks %s, localiser answers %s; resets are no "
+            "longer where the policy points (see reset/policy_fallback_rate; check the "
+            "localiser prompt or max_tokens, or set the reset policy's fallback option)",
+            fell_back[-1].policy,
+            len(fell_back),
+            len(self.recent),
+            100 * rate,
+            100 * self.threshold,
+            dict(sorted(kinds.items())),
+            dict(sorted(causes.items())),
+        )
+        return True
+
+
 class Actor:
     """Builds episodes and streams them to the learner.
 
@@ -61,6 +118,8 @@ class Actor:
         seed: Base seed; episode ``k`` uses ``seed + k``.
         batch_barrier: Build episodes in batches of ``in_flight``, each with an adapter
             newer than the last batch's (the learner must step on exactly those episodes).
+        fallback_warn_rate: Share of recent reset decisions that may take the reset
+            policy's fallback before a warning is logged (see :class:`FallbackWatch`).
     """
 
     def __init__(
@@ -73,6 +132,7 @@ class Actor:
         adapter_root: Path | None = None,
         seed: int = 0,
         batch_barrier: bool = False,
+        fallback_warn_rate: float = 0.2,
     ) -> None:
         self.builder, self.sender, self.problem_ids = builder, sender, problem_ids
         self.in_flight, self.max_lag, self.seed = in_flight, max_lag, seed
@@ -80,6 +140,7 @@ class Actor:
         self.adapter_root = adapter_root or Path.cwd()
         self.backend: LoadsAdapters = builder.backend
         self.started = self.sent = 0
+        self.fallback_watch = FallbackWatch(fallback_warn_rate)
         self._fresh = asyncio.Event()
 
     async def run(self, max_episodes: int | None = None) -> None:
@@ -138,7 +199,8 @@ class Actor:
         return 0 if latest is None else latest.version - self.backend.policy_version
 
     async def _episode(self, problem_id: str, index: int) -> None:
-        episode = await self.builder.build(problem_id, seed=self.seed + index)
+        episode: Episode = await self.builder.build(problem_id, seed=self.seed + index)
+        self.fallback_watch.observe([r.decision for r in episode.resets])
         await self.sender.send(episode)
         self.sent += 1
 

@@ -13,9 +13,11 @@ from typing import Any
 from thoughtmdp.agents.actor import Actor, shard_order
 from thoughtmdp.episodes.builder import EpisodeBuilder
 from thoughtmdp.mdp.env import ThoughtMDPEnv
+from thoughtmdp.errors import ConfigError
 from thoughtmdp.mdp.task import VerifiableTask, make_task
 from thoughtmdp.settings.actor import ActorConfig, resolve_backend
 from thoughtmdp.transport import EpisodeSender
+from thoughtmdp.types import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +93,8 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
     builder = EpisodeBuilder(
         task, backend, make_env, config.episode.resolve(), config.sampling.params()
     )
-    order = shard_order(task.problems(config.split), config.shard, config.num_shards, config.seed)
+    problems = within_prompt_cap(make_env(), config.max_prompt_tokens)
+    order = shard_order(problems, config.shard, config.num_shards, config.seed)
     root = config.adapter_root or Path(tempfile.mkdtemp(prefix="thoughtmdp-adapters-"))
     root.mkdir(parents=True, exist_ok=True)
     name = config.actor_name
@@ -110,3 +113,27 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
         )
         await actor.run(config.max_episodes)
         logger.info("actor %s sent %d episodes", name, actor.sent)
+
+def within_prompt_cap(env: ThoughtMDPEnv, max_prompt_tokens: int | None) -> list[Problem]:
+    """The env's problems whose prompt fits ``max_prompt_tokens``; logs how many were left out.
+
+    Raises:
+        ConfigError: If no problem fits.
+    """
+    problems = list(env.problems)
+    if max_prompt_tokens is None:
+        return problems
+    kept = [p for p in problems if len(env.encode_prompt(p) or ()) <= max_prompt_tokens]
+    if not kept:
+        raise ConfigError(
+            f"max_prompt_tokens: all {len(problems)} problems of split {env.split!r} have "
+            f"longer prompts than {max_prompt_tokens} tokens"
+        )
+    if len(kept) < len(problems):
+        logger.warning(
+            "%d of %d problems have prompts over max_prompt_tokens=%d and are left out",
+            len(problems) - len(kept),
+            len(problems),
+            max_prompt_tokens,
+        )
+    return kept

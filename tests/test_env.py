@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 
@@ -124,6 +125,20 @@ def test_truncates_at_token_budget(tokenizer):
     assert env.step("ab")[3] is False
     assert env.step("cd")[3] is False
     assert env.step("ef")[3] is True
+
+
+def test_a_rollout_never_samples_past_the_token_budget(tokenizer):
+    from thoughtmdp.agents.backends.scripted import ScriptedBackend
+    from thoughtmdp.backend import SamplingParams
+    from thoughtmdp.episodes.rollout import rollout
+
+    env = arith_env(tokenizer=tokenizer, max_total_tokens=25, max_thoughts=10)
+    backend = ScriptedBackend(tokenizer, lambda context, sampling: "abcdefgh")  # 18 tokens
+    trajectory = asyncio.run(rollout(env, backend, env.problems[0].id, SamplingParams()))
+    lengths = [len(t.token_ids) for t in trajectory.thoughts]
+    assert lengths == [18, 7]  # the second thought is cut to the 7 tokens left, not 18
+    assert trajectory.truncated and trajectory.reward == 0.0
+    assert env.tokens_left() == 0
 
 
 def test_non_string_action_raises_type_error():

@@ -140,6 +140,13 @@ def test_paper_configs_carry_table_5():
     assert actor.max_thoughts == 20 and actor.episode.resolve().suffix_group_size == 4
     assert actor.engine_options["tensor_parallel_size"] == 2
     assert method_name(load_train_config("paper/grpo-numinamath-olmo3-7b", [])) == "grpo8"
+    assert (actor.max_prompt_tokens, actor.max_total_tokens) == (2048, 4096)
+
+
+@pytest.mark.parametrize("method", ["grpo", "rrpo", "srpo"])
+def test_livecodebench_configs_train_the_papers_11_steps(method):
+    config = load_train_config(f"paper/{method}-lcb-medium-olmo3-7b", [])
+    assert config.learner.max_steps == 11  # one epoch of 383 problems in full batches of 32
 
 
 def test_base_files_merge_and_a_cycle_is_an_error(tmp_path):

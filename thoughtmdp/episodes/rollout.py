@@ -41,9 +41,8 @@ async def rollout(
     while True:
         if "prefix_token_ids" not in info:
             raise ThoughtMDPError("rollout needs an env with a tokenizer, to feed token ids")
-        thought = await backend.sample_thought(
-            info["prefix_token_ids"], _seeded(sampling, start.h + len(sampled))
-        )
+        params = _within_budget(_seeded(sampling, start.h + len(sampled)), env.tokens_left())
+        thought = await backend.sample_thought(info["prefix_token_ids"], params)
         _, reward, terminated, truncated, info = await _step(env, thought)
         sampled.append(thought)
         if terminated or truncated:
@@ -58,6 +57,13 @@ async def _step(
     if env.task.is_final(thought.text):
         return await asyncio.to_thread(env.step, thought)
     return env.step(thought)
+
+
+def _within_budget(sampling: SamplingParams, tokens_left: int | None) -> SamplingParams:
+    """Cap a thought at the response tokens left, so the last one cannot overshoot them."""
+    if tokens_left is None or sampling.max_tokens <= tokens_left:
+        return sampling
+    return replace(sampling, max_tokens=tokens_left)
 
 
 def _seeded(sampling: SamplingParams, h: int) -> SamplingParams:

@@ -165,6 +165,16 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
 
     # -- state access --------------------------------------------------------------------
 
+    def tokens_left(self) -> int | None:
+        """Thought tokens the episode may still sample; ``None`` without a token budget.
+
+        A sampler that caps each thought at this many tokens keeps the response within
+        ``max_total_tokens`` exactly; the env itself only truncates once the budget is reached.
+        """
+        if self.max_total_tokens is None:
+            return None
+        return max(self.max_total_tokens - _thought_tokens(self._state.thoughts), 0)
+
     def get_state(self) -> PrefixState:
         """The current state: problem id, prompt token ids and thoughts (immutable, cheap)."""
         return self._state
@@ -207,10 +217,10 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
                 raise InvalidPrefixError(
                     f"prefix belongs to problem {prefix.problem_id!r}, not {problem.id!r}"
                 )
-            prompt_ids = prefix.prompt_token_ids or self._encode_prompt(problem)
+            prompt_ids = prefix.prompt_token_ids or self.encode_prompt(problem)
             thoughts = tuple(self._to_thought(t, field="prefix") for t in prefix.thoughts)
         elif prefix is None or (isinstance(prefix, Sequence) and not isinstance(prefix, str)):
-            prompt_ids = self._encode_prompt(problem)
+            prompt_ids = self.encode_prompt(problem)
             thoughts = tuple(self._to_thought(t, field="prefix") for t in prefix or ())
         else:
             raise TypeError(
@@ -226,7 +236,8 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
         terminated, truncated = self._end_flags()
         self._done = terminated or truncated
 
-    def _encode_prompt(self, problem: Problem) -> TokenIds | None:
+    def encode_prompt(self, problem: Problem) -> TokenIds | None:
+        """The token ids a chain on ``problem`` starts from (``None`` without a tokenizer)."""
         if self.tokenizer is None:
             return None
         text = self.task.render_prompt(problem)

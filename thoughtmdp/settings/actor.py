@@ -59,7 +59,10 @@ class ActorConfig:
         task_options: Keyword arguments of the task, e.g. ``task_options.num_steps=4``.
         split: Split the problems are drawn from.
         max_thoughts: Most thoughts in a chain.
-        max_total_tokens: Most tokens in a chain, prompt included (``None``: no cap).
+        max_total_tokens: Most response tokens in a chain, prompt excluded (``None``: no cap);
+            the thought that reaches it is cut to fit, so no chain exceeds it.
+        max_prompt_tokens: Problems whose rendered prompt is longer are left out of training,
+            and the actor logs how many (``None``: keep all).
         episode: How episodes are built: presets, then values set over them, e.g.
             ``episode.presets=[2x4,rrpo]`` or ``episode.num_resets=2``.
         sampling: Sampling of thoughts.
@@ -94,6 +97,7 @@ class ActorConfig:
     split: str = "train"
     max_thoughts: int = 20
     max_total_tokens: int | None = 4096
+    max_prompt_tokens: int | None = 2048
     episode: EpisodeSettings = field(default_factory=EpisodeSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     shard: int = 0
@@ -118,6 +122,10 @@ class ActorConfig:
             raise ConfigError(f"shard: expected 0..{self.num_shards - 1}, got {self.shard}")
         if self.max_lag < 0:
             raise ConfigError(f"max_lag: expected 0 or more, got {self.max_lag}")
+        for key in ("max_total_tokens", "max_prompt_tokens"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}: expected a positive number or null, got {value!r}")
         if self.max_episodes is not None and self.max_episodes < 0:
             raise ConfigError(f"max_episodes: expected 0 or more, got {self.max_episodes}")
         if (self.curve_secret is None) != (self.curve_server_public is None):
