@@ -110,6 +110,7 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
             root,
             config.seed,
             config.batch_barrier,
+            config.fallback_warn_rate,
         )
         await actor.run(config.max_episodes)
         logger.info("actor %s sent %d episodes", name, actor.sent)

@@ -76,6 +76,9 @@ class ActorConfig:
             turns; the learner's ``prompts_per_step`` must be ``in_flight`` times the
             number of actors).
         seed: Base seed; episode ``k`` samples with ``seed + k``.
+        fallback_warn_rate: Log a warning when more than this share of the last 50 reset
+            decisions took the reset policy's ``fallback`` (e.g. SRPO localiser answers that
+            named no step); 1 never warns.
         max_episodes: Stop after sending this many episodes (``None``: run until stopped).
         adapter_root: Where adapters sent inline are written (``None``: a temporary folder).
         hello_interval: Seconds without credit before saying hello to the learner again.
@@ -106,6 +109,7 @@ class ActorConfig:
     max_lag: int = 1
     batch_barrier: bool = False
     seed: int = 0
+    fallback_warn_rate: float = 0.2
     max_episodes: int | None = None
     adapter_root: Path | None = None
     hello_interval: float = 2.0
@@ -120,6 +124,8 @@ class ActorConfig:
                 raise ConfigError(f"{key}: expected a positive number, got {value!r}")
         if not 0 <= self.shard < self.num_shards:
             raise ConfigError(f"shard: expected 0..{self.num_shards - 1}, got {self.shard}")
+        if not 0 <= self.fallback_warn_rate <= 1:
+            raise ConfigError(f"fallback_warn_rate: expected 0..1, got {self.fallback_warn_rate!r}")
         if self.max_lag < 0:
             raise ConfigError(f"max_lag: expected 0 or more, got {self.max_lag}")
         for key in ("max_total_tokens", "max_prompt_tokens"):
