@@ -16,7 +16,8 @@ The base policy plays ``y0`` after the fork, so every reward it collects is Bern
 wherever it is: ``V(g) = V(o)``, every advantage at the fork and in ``o`` is 0, ``A(g, y1) =
 tau`` and a detour's is ``-tau``. The reachable part of the tau-improvable set is therefore
 ``g`` at steps ``1 .. H-1`` (``A^{G^c} = 0``, the regime of the paper's Table 1 and of its
-remark on RLVR), and the policy advantage of the greedy policy is exactly ``p tau``. Rewards lie in [0, 1]: ``R_max = 1``.
+remark on RLVR), and the policy advantage of the greedy policy is exactly ``p tau``. Rewards
+lie in [0, 1]: ``R_max = 1``.
 """
 
 from __future__ import annotations
