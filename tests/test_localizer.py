@@ -55,8 +55,8 @@ def test_prompt_ends_with_the_step_index_rule_after_the_chain():
     # problem, then the chain, then the rules
     problem_at = prompt.index(f"Problem: {PROBLEM.question}")
     chain_end = prompt.index("Step 4: 23+3=26 \\boxed{26}")
-    assert problem_at < prompt.index("Step 1: 8+6=14") < chain_end < prompt.index("Rules:")
-    assert "from 1 to 4" in prompt[chain_end:]
+    assert problem_at < prompt.index("Step 1: 8+6=14") < chain_end < prompt.index("Answer format:")
+    assert "between 1 and 4" in prompt[chain_end:]
 
 
 @pytest.mark.parametrize(

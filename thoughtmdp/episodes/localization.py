@@ -11,22 +11,21 @@ from thoughtmdp.mdp.boxed import last_boxed
 # The problem and the chain come first and the format rule last: with 20 long thoughts, a rule
 # stated before the chain sits thousands of tokens away from where the model starts answering.
 LOCALIZER_TEMPLATE = (
-    "You will look back at a solution you wrote and find the first step in it that went "
-    "wrong.\n\n"
+    "Here is a problem and a solution you wrote for it, one numbered step per line.\n\n"
     "Problem: {question}\n\n"
-    "Your solution, one step per line:\n{steps}\n\n"
-    "The final answer of this solution is wrong, so at least one of its steps is wrong. Look "
-    "for the step where the mistake began, not the later step where the wrong result finally "
-    "shows: a misread problem, an assumption with nothing behind it or a faulty inference can "
-    "look harmless for several steps. A step is wrong when its claims cannot be justified from "
-    "the problem and the earlier steps that hold. Do not work the problem out again; your only "
-    "job is to name that step.\n\n"
-    "Rules:\n"
-    "- Pick exactly one step number, from 1 to {num_steps}.\n"
-    "- Pick the earliest step you cannot justify.\n"
-    "- Your reply must end with a final line holding only \\boxed{{N}}, where N is a step "
-    "index (the number of the first step that cannot be justified), NOT the answer to the "
-    "problem. Write nothing after that line.\n"
+    "Solution:\n{steps}\n\n"
+    "This solution reaches a wrong final answer, so it holds at least one mistake, and your "
+    "job is to find where that mistake started. Mistakes often stay hidden for a while: a "
+    "misunderstood condition or a claim made without support may only give a visibly wrong "
+    "number several steps later. Count a step as wrong if what it states does not follow from "
+    "the problem and the correct steps before it. Point to where the trouble began, not to "
+    "where it became visible, and do not solve the problem again.\n\n"
+    "Answer format:\n"
+    "- Choose one step number between 1 and {num_steps}.\n"
+    "- If several steps are wrong, choose the earliest.\n"
+    "- End with a last line that holds only \\boxed{{N}}: N is the number of the first step "
+    "that cannot be justified, a step index and NOT the answer to the problem. Write nothing "
+    "after that line.\n"
 )
 """Default localiser prompt; fields ``{question}``, ``{steps}`` and ``{num_steps}``.
 
