@@ -52,7 +52,8 @@ class LocalizationRecord:
         thoughts: The failed chain's thought texts (``H_s`` of them).
         self_index: The step the policy named; ``None`` when its answer named no valid step.
         oracle_index: The task's first wrong step; ``None`` when it finds none.
-        parse_status: ``"ok"``, ``"unparsable"`` or ``"out_of_range"``.
+        parse_status: ``"ok"``, ``"unparsable"``, ``"out_of_range"`` or ``"ambiguous"`` (a bare
+            boxed number equal to the answer).
         raw_text: The localiser's answer.
         clean: Whether the prefix kept before ``self_index`` holds no wrong thought
             (``self_index <= oracle_index``); ``None`` without both indices.
