@@ -1,8 +1,9 @@
-"""TransformersBackend: stop handling, behaviour log-probabilities, batching, seeds, adapters."""
+"""TransformersBackend: stop handling, logprobs, batching, seeds, adapters, pinned versions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import math
 import re
@@ -292,6 +293,43 @@ def test_an_adapter_load_waits_for_the_running_batch_off_the_event_loop(
     assert sampled_first and thought.policy_version == 0
     assert backend.policy_version == 4
     assert ticks >= 10  # the batch's forward passes take >= 100 ms, the loop ticks every ~2 ms
+
+
+def test_a_pinned_block_keeps_its_adapter_in_a_batch_mixed_with_the_newest(
+    tiny_model_dir, tmp_path, state
+):
+    backend = TransformersBackend(tiny_model_dir)
+    run(backend.load_adapter(make_adapter(tiny_model_dir, tmp_path / "first", seed=1), 1))
+    second = make_adapter(tiny_model_dir, tmp_path / "second", seed=2)
+
+    async def main():
+        before = await backend.sample_thought(state, FREE)
+        async with backend.pinned() as pinned:
+            await backend.load_adapter(second)
+            batches = backend.stats["batches"]
+            # Started in the same tick as the pinned requests, outside the pin: one batch.
+            newest = asyncio.create_task(
+                backend.sample_thought(state, FREE), context=contextvars.Context()
+            )
+            inside = await gather_thoughts(backend, [(state, FREE)] * 2)
+            during = set(backend.model.peft_config)
+            mixed = backend.stats["batches"] - batches
+            newest = await newest
+        return pinned, before, inside, newest, mixed, during, set(backend.model.peft_config)
+
+    pinned, before, inside, newest, mixed, during, after = run(main())
+    assert (pinned, backend.policy_version, mixed) == (1, 2, 1)
+    for thought in inside:  # same seed, same adapter: the thought sampled before the load
+        assert thought.policy_version == 1
+        assert thought.token_ids == before.token_ids
+        assert thought.logprobs == pytest.approx(before.logprobs, abs=1e-5)
+    alone = run(backend.sample_thought(state, FREE))
+    assert newest.policy_version == alone.policy_version == 2
+    assert newest.token_ids == alone.token_ids
+    assert newest.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+    assert newest.logprobs != pytest.approx(before.logprobs, abs=1e-3)  # another adapter
+    assert len(during) == 2 and after == during - {"policy_1"}
+    backend.close()
 
 
 def test_an_adapter_given_at_construction_is_used(tiny_model_dir, tmp_path, state):

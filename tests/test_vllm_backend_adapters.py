@@ -1,4 +1,4 @@
-"""VLLMBackend adapters: new versions, removal after the last request, learner notices.
+"""VLLMBackend adapters: new versions, removal after the last request or pin, learner notices.
 
 These tests share the session's engine with ``test_vllm_backend.py`` and run after it: they
 load adapters, and the last one shuts the engine down.
@@ -11,7 +11,7 @@ import re
 
 import pytest
 import torch
-from vllm_helpers import FREE, LORA_TARGETS, make_adapter, score
+from vllm_helpers import FREE, LORA_TARGETS, gather, make_adapter, score
 
 from thoughtmdp.agents.backends.vllm import CLOSED
 from thoughtmdp.backend import SamplingParams
@@ -129,6 +129,36 @@ def test_an_adapter_published_by_the_learner_loads_through_the_notice(
     assert backend.policy_version == version
     after = runner.run(score(backend, ids, n, "published-after"))
     assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
+
+
+def test_a_pinned_block_samples_with_its_version_until_it_ends(backend, runner, state, tmp_path):
+    folder = backend.engine.model_config.model
+    runner.run(backend.load_adapter(make_adapter(folder, tmp_path / "old", seed=5)))
+    old_id, old_version = backend.lora_request.lora_int_id, backend.policy_version
+
+    async def main():
+        before = await backend.sample_thought(state, FREE)
+        async with backend.pinned() as pinned:
+            await backend.load_adapter(make_adapter(folder, tmp_path / "new", seed=6))
+            inside = await backend.sample_thought(state, FREE)
+            spawned = await gather(backend, [(state, FREE)] * 2)  # tasks inherit the pin
+            during = set(await backend.engine.list_loras())
+        after = set(await backend.engine.list_loras())
+        return pinned, before, [inside, *spawned], during, after
+
+    pinned, before, inside, during, after = runner.run(main())
+    new_id = backend.lora_request.lora_int_id
+    assert pinned == old_version and backend.policy_version == old_version + 1
+    for thought in inside:  # same seed, same LoRA: the very thought sampled before the load
+        assert thought.policy_version == old_version
+        assert thought.token_ids == before.token_ids
+        assert thought.logprobs == pytest.approx(before.logprobs, abs=1e-4)
+    assert [r.policy_version for r in list(backend.records)[-3:]] == [old_version] * 3
+    assert during == {old_id, new_id}  # its requests are done, the pin still holds it
+    assert after == {new_id}
+    unpinned = runner.run(backend.sample_thought(state, FREE))
+    assert unpinned.policy_version == old_version + 1
+    assert unpinned.logprobs != pytest.approx(before.logprobs, abs=1e-3)  # the new adapter
 
 
 def test_a_closed_backend_refuses_requests(backend, runner, state):

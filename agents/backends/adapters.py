@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -19,11 +20,22 @@ class AdapterRefused(ThoughtMDPError):
 
 
 class LoadsAdapters(Protocol):
-    """A backend that can switch to a new LoRA version."""
+    """A backend that can switch to a new LoRA version, and keep an old one for an episode.
+
+    The contract of :meth:`pinned`: every request made inside ``async with
+    backend.pinned():``, by the calling task or by tasks it starts there (which copy its
+    ``contextvars`` context, as ``asyncio.gather`` and ``asyncio.create_task`` do), samples
+    with the version that was current when the block began, and reports it on its thoughts,
+    however many :meth:`load_adapter` calls happen meanwhile. The backend keeps that
+    version's weights until the last block holding it ends and its last request finishes,
+    then frees them. A block nested in another keeps the outer block's version. Outside
+    any block a request samples with the newest version, as before. Tasks started in a
+    block must finish before it ends.
+    """
 
     @property
     def policy_version(self) -> int:
-        """Version currently sampled with."""
+        """Version new requests sample with outside :meth:`pinned` blocks."""
         ...
 
     async def load_adapter(self, path: str | Path, version: int | None = None) -> None:
@@ -32,6 +44,14 @@ class LoadsAdapters(Protocol):
         Args:
             path: A folder written by PEFT's ``save_pretrained``.
             version: The new policy version; ``None`` adds one to the current one.
+        """
+        ...
+
+    def pinned(self) -> AbstractAsyncContextManager[int]:
+        """A block whose requests all sample with the version current at its start.
+
+        Returns:
+            An async context manager that yields the pinned version.
         """
         ...
 

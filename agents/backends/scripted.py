@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,13 @@ class ScriptedBackend:
         tokenizer: Encodes and decodes text (a Hugging Face tokenizer qualifies).
         respond: Maps the decoded state to the next thought's text.
         localize: Maps a localiser prompt to its answer (default: always step 1).
-        policy_version: Version reported on every thought.
+        policy_version: Version reported on every thought (inside a :meth:`pinned` block,
+            the block's version).
+
+    Attributes:
+        calls: Requests served, by method.
+        loaded: Folders passed to :meth:`load_adapter`, in order.
+        pins: How many :meth:`pinned` blocks hold each version now.
     """
 
     def __init__(
@@ -42,6 +50,10 @@ class ScriptedBackend:
         self._version = policy_version
         self.calls = {"sample_thought": 0, "complete": 0}
         self.loaded: list[str] = []
+        self.pins: dict[int, int] = {}
+        self._pin: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+            f"scripted-pin-{id(self)}", default=None
+        )
 
     @property
     def policy_version(self) -> int:
@@ -53,6 +65,21 @@ class ScriptedBackend:
         self._version = self._version + 1 if version is None else version
         self.loaded.append(str(path))
 
+    @contextlib.asynccontextmanager
+    async def pinned(self) -> AsyncIterator[int]:
+        """Report the version current at the block's start on every thought made inside it."""
+        pinned = self._pin.get()
+        version = self._version if pinned is None else pinned
+        self.pins[version] = self.pins.get(version, 0) + 1
+        token = self._pin.set(version)
+        try:
+            yield version
+        finally:
+            self._pin.reset(token)
+            self.pins[version] -= 1
+            if not self.pins[version]:
+                del self.pins[version]
+
     async def sample_thought(self, state_ids: Sequence[int], sampling: SamplingParams) -> Thought:
         """The responder's next thought for the decoded state."""
         self.calls["sample_thought"] += 1
@@ -62,7 +89,9 @@ class ScriptedBackend:
         if len(ids) > sampling.max_tokens:
             ids = ids[: sampling.max_tokens]
             text = self.tokenizer.decode(ids).split(THOUGHT_DELIMITER)[0]
-        return Thought(text, tuple(ids), (0.0,) * len(ids), self._version)
+        pinned = self._pin.get()
+        version = self._version if pinned is None else pinned
+        return Thought(text, tuple(ids), (0.0,) * len(ids), version)
 
     async def complete(self, prompt: str, sampling: SamplingParams) -> Completion:
         """The localiser function's answer to ``prompt``."""

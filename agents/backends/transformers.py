@@ -2,17 +2,21 @@
 
 Requests submitted in one event-loop tick (e.g. by ``asyncio.gather``) are decoded together
 as one left-padded batch with a KV cache, in a worker thread so the loop never waits on the
-model. Requests that arrive while a batch runs join the next one.
+model. Requests that arrive while a batch runs join the next one. Each adapter version is a
+named PEFT adapter; rows pinned to different versions share a batch through PEFT's mixed
+batches (``adapter_names``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
+import itertools
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +28,37 @@ from thoughtmdp.backend import Completion, SamplingParams
 from thoughtmdp.types import Thought
 
 CLOSED = "the backend was closed before this request ran; create a new TransformersBackend"
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass(eq=False)
+class _Version:
+    """A policy version: its PEFT adapter (``None``: the model as given) and who holds it.
+
+    ``users`` counts :meth:`TransformersBackend.pinned` blocks and the queued or running
+    requests made in them; a version that is no longer current leaves the model at 0.
+    """
+
+    number: int
+    name: str | None = None
+    path: str | None = None
+    users: int = 0
+    removed: bool = False
 
 
 @dataclass(eq=False)
 class _Request:
-    """One request: its inputs, where its answer goes, then its decoding state and result."""
+    """One request: its inputs, where its answer goes, then its decoding state and result.
+
+    ``version`` is the pinned version it holds; ``None`` samples with the current one.
+    """
 
     ids: list[int]
     sampling: SamplingParams
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[_Request]
     generator: torch.Generator
+    version: _Version | None = None
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
@@ -62,7 +86,6 @@ class TransformersBackend:
         dtype: Weight dtype when loading ``model`` from a folder (default: the checkpoint's).
 
     Attributes:
-        adapter: Folder of the LoRA adapter in use, ``None`` for the base model.
         stats: Counts of ``batches`` run, ``requests`` served and ``tokens`` sampled.
 
     Raises:
@@ -93,11 +116,17 @@ class TransformersBackend:
         self.stats = {"batches": 0, "requests": 0, "tokens": 0}
         self.eos_ids = _eos_ids(net, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.adapter: str | None = None
-        self._version, self._loads = policy_version, 0
+        active = getattr(net, "active_adapter", None) if hasattr(net, "peft_config") else None
+        self._current = _Version(policy_version, active)
+        self._retired: list[_Version] = []  # no longer current, still held
+        self._names = itertools.count(1)
+        self._pin: contextvars.ContextVar[_Version | None] = contextvars.ContextVar(
+            f"transformers-pin-{id(self)}", default=None
+        )
         self._cache_keyword = _cache_keyword(net)
         self._model_lock = threading.Lock()  # held for a whole batch and for adapter swaps
-        self._cond = threading.Condition()  # guards the queues, the worker and ``_closed``
+        # Guards the queues, the worker, ``_closed``, ``_current``, ``_retired`` and ``users``.
+        self._cond = threading.Condition()
         self._staged: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
         self._waiting: deque[_Request] = deque()
         self._closed = False
@@ -107,14 +136,20 @@ class TransformersBackend:
 
     @property
     def policy_version(self) -> int:
-        """Version of the weights the next batch samples with."""
-        return self._version
+        """Version of the weights the next batch samples with (outside :meth:`pinned`)."""
+        return self._current.number
+
+    @property
+    def adapter(self) -> str | None:
+        """Folder of the LoRA adapter in use, ``None`` for the base model."""
+        return self._current.path
 
     async def load_adapter(self, path: str | Path, version: int | None = None) -> None:
         """Replace the LoRA adapter by the PEFT adapter in ``path``, from the next batch on.
 
         The load runs in a thread: it waits for the running batch to finish and reads the
-        weights from disk, and the event loop goes on meanwhile.
+        weights from disk, and the event loop goes on meanwhile. The previous adapter is
+        deleted at once unless a :meth:`pinned` block holds it; then when the last one ends.
 
         Args:
             path: A folder written by PEFT's ``save_pretrained``.
@@ -127,18 +162,63 @@ class TransformersBackend:
         from peft import PeftModel
 
         with self._model_lock:
-            self._loads += 1
-            name = f"policy_{self._loads}"
+            name = f"policy_{next(self._names)}"
             if isinstance(self.model, PeftModel):
-                previous = self.model.active_adapter
                 self.model.load_adapter(str(path), adapter_name=name)
                 self.model.set_adapter(name)
-                self.model.delete_adapter(previous)
             else:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
             self.model.to(self.device).eval()
-            self.adapter = str(path)
-            self._version = self._version + 1 if version is None else version
+            with self._cond:
+                number = self._current.number + 1 if version is None else version
+                self._retired.append(self._current)
+                self._current = _Version(number, name, str(path))
+            self._drop_unused_locked()
+
+    @contextlib.asynccontextmanager
+    async def pinned(self) -> AsyncIterator[int]:
+        """Sample every request made inside the block with the version current at its start.
+
+        Requests of the calling task, and of the tasks it starts inside the block (they copy
+        its context), keep that version's adapter while :meth:`load_adapter` loads newer
+        ones; it stays loaded until the block ends and its last request finishes. A block
+        inside another keeps the outer block's version.
+
+        Yields:
+            The pinned policy version.
+        """
+        with self._cond:
+            version = self._pin.get() or self._current
+            version.users += 1
+        token = self._pin.set(version)
+        try:
+            yield version.number
+        finally:
+            self._pin.reset(token)
+            if self._let_go([version]):
+                await asyncio.to_thread(self._drop_unused)
+
+    def _let_go(self, versions: list[_Version]) -> bool:
+        """Drop one hold on each of ``versions``; whether a retired one is now unused."""
+        with self._cond:
+            for version in versions:
+                version.users -= 1
+            return any(not v.users and v is not self._current for v in versions)
+
+    def _drop_unused(self) -> None:
+        with self._model_lock:
+            self._drop_unused_locked()
+
+    def _drop_unused_locked(self) -> None:
+        """Delete the adapters of retired versions nobody holds (the model lock is held)."""
+        with self._cond:
+            unused = [v for v in self._retired if not v.users]
+            self._retired = [v for v in self._retired if v.users]
+            for version in unused:
+                version.removed = True
+        for version in unused:
+            if version.name is not None:
+                self.model.delete_adapter(version.name)
 
     async def sample_thought(self, state_ids: Sequence[int], sampling: SamplingParams) -> Thought:
         """Sample the next thought after ``state_ids`` (the stop strings end it).
@@ -174,17 +254,24 @@ class TransformersBackend:
     # -- event-loop side -----------------------------------------------------------------
 
     async def _submit(self, ids: list[int], sampling: SamplingParams) -> _Request:
-        self._check(ids, sampling)
+        pinned = self._pin.get()
+        self._check(ids, sampling, pinned or self._current)
         loop = asyncio.get_running_loop()
         generator = torch.Generator(device=self.device)
         if sampling.seed is None:
             generator.seed()
         else:
             generator.manual_seed(sampling.seed)
-        request = _Request(ids, sampling, loop, loop.create_future(), generator)
+        request = _Request(ids, sampling, loop, loop.create_future(), generator, pinned)
         with self._cond:
             if self._closed:
                 raise RuntimeError(CLOSED)
+            if pinned is not None:
+                if pinned.removed:
+                    raise RuntimeError(
+                        f"a request pinned to version {pinned.number} started after its pin ended"
+                    )
+                pinned.users += 1  # held until its batch is done, even if the pin ends first
             staged = self._staged.setdefault(loop, [])
             staged.append(request)
             first = len(staged) == 1
@@ -196,15 +283,15 @@ class TransformersBackend:
             loop.call_soon(self._release, loop)
         return await request.future
 
-    def _check(self, ids: list[int], sampling: SamplingParams) -> None:
+    def _check(self, ids: list[int], sampling: SamplingParams, version: _Version) -> None:
         if not ids:
             raise ValueError("expected at least one input token id, got none")
         vocab = self.model.get_input_embeddings().num_embeddings
         if min(ids) < 0 or max(ids) >= vocab:
             raise ValueError(f"token ids must be in [0, {vocab}), got {min(ids)}..{max(ids)}")
-        if sampling.adapter is not None and sampling.adapter != self.adapter:
+        if sampling.adapter is not None and sampling.adapter != version.path:
             raise ValueError(
-                f"this backend samples with the adapter {self.adapter!r}, the request asks for "
+                f"this backend samples with the adapter {version.path!r}, the request asks for "
                 f"{sampling.adapter!r}; call load_adapter() first or pass adapter=None"
             )
 
@@ -229,19 +316,28 @@ class TransformersBackend:
                     return
                 size = min(len(self._waiting), self.max_batch_size)
                 batch = [self._waiting.popleft() for _ in range(size)]
+            outcome: Exception | None = None
             try:
                 self._decode(batch)
             except Exception as exc:  # every request of the batch fails with the cause
-                for request in batch:
-                    _deliver(request, exc)
-            else:
-                for request in batch:
-                    _deliver(request, request)
+                outcome = exc
+            # Let go of pinned versions before answering, so a pin that ends right after its
+            # last request finds its adapter unused.
+            held = [request.version for request in batch if request.version is not None]
+            if held and self._let_go(held):
+                self._drop_unused()
+            for request in batch:
+                _deliver(request, outcome or request)
 
     def _decode(self, rows: list[_Request]) -> None:
         with self._model_lock, torch.inference_mode():
-            for row in rows:
-                row.policy_version = self._version
+            versions = [row.version or self._current for row in rows]
+            for row, version in zip(rows, versions, strict=True):
+                row.policy_version = version.number
+            # Rows of several versions (or of a retired one) go through PEFT's mixed batch.
+            names: list[str] | None = None
+            if any(version is not self._current for version in versions):
+                names = [version.name or BASE for version in versions]
             width = max(len(row.ids) for row in rows)
             ids = [[self.pad_id] * (width - len(row.ids)) + row.ids for row in rows]
             mask = [[0] * (width - len(row.ids)) + [1] * len(row.ids) for row in rows]
@@ -249,7 +345,7 @@ class TransformersBackend:
             attention = torch.tensor(mask, device=self.device)  # (B, T)
             positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, T)
             cache = DynamicCache(config=self.model.config)  # filled in place by each forward
-            logits = self._forward(input_ids, attention, positions, cache)  # (B, V)
+            logits = self._forward(input_ids, attention, positions, cache, names)  # (B, V)
             next_pos = positions[:, -1:] + 1  # (B, 1)
             active = rows
             while True:
@@ -262,17 +358,24 @@ class TransformersBackend:
                     cache.batch_select_indices(index)
                     attention, next_pos = attention[index], next_pos[index]
                     active = [active[k] for k in keep]
+                    names = None if names is None else [names[k] for k in keep]
                 step = torch.tensor([[row.token_ids[-1]] for row in active], device=self.device)
                 attention = torch.cat([attention, torch.ones_like(step)], dim=1)  # (B', T + t)
-                logits = self._forward(step, attention, next_pos, cache)  # (B', V)
+                logits = self._forward(step, attention, next_pos, cache, names)  # (B', V)
                 next_pos = next_pos + 1
         self.stats["batches"] += 1
         self.stats["requests"] += len(rows)
         self.stats["tokens"] += sum(len(row.token_ids) for row in rows)
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
+        names: list[str] | None,
     ) -> torch.Tensor:
+        mixed = {} if names is None else {"adapter_names": names}
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -280,6 +383,7 @@ class TransformersBackend:
             use_cache=True,
             logits_to_keep=1,
             **{self._cache_keyword: cache},
+            **mixed,
         )
         return out.logits[:, -1].float()
 

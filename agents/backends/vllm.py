@@ -3,17 +3,20 @@
 Each thought is one request whose prompt is the state's token ids, so the prefix cache turns
 a chain of thoughts, and a reset group's shared prefix, into cache hits. Each adapter version
 gets a new LoRA name and integer id; a version is removed from the engine once the last
-request sampling with it has finished.
+request sampling with it has finished and the last :meth:`VLLMBackend.pinned` block holding
+it has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -59,12 +62,17 @@ class RequestRecord:
 
 @dataclass(eq=False)
 class _Version:
-    """A policy version: its LoRA (``None`` for the base model) and its running requests."""
+    """A policy version: its LoRA (``None`` for the base model), running requests and pins.
+
+    It stays in the engine while it is current, ``in_flight`` or ``pins`` is positive.
+    """
 
     number: int
     lora: Any | None = None  # vllm.lora.request.LoRARequest
     path: str | None = None
     in_flight: int = 0
+    pins: int = 0
+    removed: bool = False
 
 
 class VLLMBackend:
@@ -131,13 +139,18 @@ class VLLMBackend:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._load_lock = asyncio.Lock()
         self._current = _Version(policy_version)
+        # The version pinned by the enclosing ``pinned()`` block of the calling task, if any;
+        # tasks started inside the block (``asyncio.gather``) copy it with their context.
+        self._pin: contextvars.ContextVar[_Version | None] = contextvars.ContextVar(
+            f"vllm-pin-{id(self)}", default=None
+        )
         self._lora_ids = itertools.count(1)  # vLLM needs ids > 0; never reused
         self._request_ids = itertools.count()
         self._shutdown_timeout_s = shutdown_timeout_s
 
     @property
     def policy_version(self) -> int:
-        """Version of the weights new requests sample with."""
+        """Version of the weights new requests sample with (outside :meth:`pinned` blocks)."""
         return self._current.number
 
     @property
@@ -155,7 +168,7 @@ class VLLMBackend:
 
         The adapter is loaded under a new name and id, so the engine never confuses it with
         an earlier version (vLLM caches adapters by id). The previous version is removed from
-        the engine as soon as no request uses it.
+        the engine as soon as no request and no :meth:`pinned` block uses it.
 
         Args:
             path: A folder written by PEFT's ``save_pretrained``.
@@ -176,6 +189,28 @@ class VLLMBackend:
                 raise RuntimeError(f"vLLM did not load the adapter {lora.lora_name} from {path}")
             previous, self._current = self._current, _Version(number, lora, str(path))
             await self._release(previous)
+
+    @contextlib.asynccontextmanager
+    async def pinned(self) -> AsyncIterator[int]:
+        """Sample every request made inside the block with the version current at its start.
+
+        Requests of the calling task, and of the tasks it starts inside the block (they
+        copy its context), keep that version while :meth:`load_adapter` loads newer ones;
+        the version stays in the engine until the block ends and its last request finishes.
+        A block inside another keeps the outer block's version.
+
+        Yields:
+            The pinned policy version.
+        """
+        version = self._pin.get() or self._current
+        version.pins += 1
+        token = self._pin.set(version)
+        try:
+            yield version.number
+        finally:
+            self._pin.reset(token)
+            version.pins -= 1
+            await self._release(version)
 
     async def sample_thought(self, state_ids: Sequence[int], sampling: SamplingParams) -> Thought:
         """Sample the next thought after ``state_ids`` (the stop strings end it).
@@ -223,10 +258,16 @@ class VLLMBackend:
         self.close()
 
     async def _generate(self, ids: list[int], sampling: SamplingParams) -> tuple[Any, int]:
-        self._check(ids, sampling)
+        pinned = self._pin.get()
+        self._check(ids, sampling, pinned or self._current)
         params = vllm_sampling(sampling)
         async with self._slots:
-            version = self._current  # chosen once running, so the newest weights serve it
+            # Chosen once running, so the newest weights serve an unpinned request.
+            version = pinned or self._current
+            if version.removed:
+                raise RuntimeError(
+                    f"a request pinned to version {version.number} started after its pin ended"
+                )
             version.in_flight += 1
             try:
                 request_id = f"thought-{next(self._request_ids)}"
@@ -243,16 +284,16 @@ class VLLMBackend:
         self._record(request_id, final, output, version.number)
         return output, version.number
 
-    def _check(self, ids: list[int], sampling: SamplingParams) -> None:
+    def _check(self, ids: list[int], sampling: SamplingParams, version: _Version) -> None:
         if not ids:
             raise ValueError("expected at least one input token id, got none")
         if min(ids) < 0 or max(ids) >= self.vocab_size:
             raise ValueError(
                 f"token ids must be in [0, {self.vocab_size}), got {min(ids)}..{max(ids)}"
             )
-        if sampling.adapter is not None and sampling.adapter != self.adapter:
+        if sampling.adapter is not None and sampling.adapter != version.path:
             raise ValueError(
-                f"this backend samples with the adapter {self.adapter!r}, the request asks for "
+                f"this backend samples with the adapter {version.path!r}, the request asks for "
                 f"{sampling.adapter!r}; call load_adapter() first or pass adapter=None"
             )
 
@@ -266,7 +307,10 @@ class VLLMBackend:
             )
 
     async def _release(self, version: _Version) -> None:
-        if version is self._current or version.in_flight or version.lora is None:
+        if version is self._current or version.in_flight or version.pins or version.removed:
+            return
+        version.removed = True  # set before the await: a concurrent release returns above
+        if version.lora is None:
             return
         engine = self.engine
         if engine is not None:
