@@ -13,6 +13,7 @@ starts the next batch, so generation and training never overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -120,6 +121,9 @@ class Actor:
             newer than the last batch's (the learner must step on exactly those episodes).
         fallback_warn_rate: Share of recent reset decisions that may take the reset
             policy's fallback before a warning is logged (see :class:`FallbackWatch`).
+        pin_version: Sample every request of an episode (seed, localisation, suffixes) with
+            the adapter version it started with, even when a newer one loads meanwhile
+            (the backend's ``pinned()``); the old version is freed when its last episode ends.
     """
 
     def __init__(
@@ -133,10 +137,11 @@ class Actor:
         seed: int = 0,
         batch_barrier: bool = False,
         fallback_warn_rate: float = 0.2,
+        pin_version: bool = True,
     ) -> None:
         self.builder, self.sender, self.problem_ids = builder, sender, problem_ids
         self.in_flight, self.max_lag, self.seed = in_flight, max_lag, seed
-        self.batch_barrier = batch_barrier
+        self.batch_barrier, self.pin_version = batch_barrier, pin_version
         self.adapter_root = adapter_root or Path.cwd()
         self.backend: LoadsAdapters = builder.backend
         self.started = self.sent = 0
@@ -199,7 +204,9 @@ class Actor:
         return 0 if latest is None else latest.version - self.backend.policy_version
 
     async def _episode(self, problem_id: str, index: int) -> None:
-        episode: Episode = await self.builder.build(problem_id, seed=self.seed + index)
+        pin = self.backend.pinned() if self.pin_version else contextlib.nullcontext()
+        async with pin:  # the builder's tasks inherit the pin through their context
+            episode: Episode = await self.builder.build(problem_id, seed=self.seed + index)
         self.fallback_watch.observe([r.decision for r in episode.resets])
         await self.sender.send(episode)
         self.sent += 1

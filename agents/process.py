@@ -111,6 +111,7 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
             config.seed,
             config.batch_barrier,
             config.fallback_warn_rate,
+            pin_version=config.pin_version,
         )
         await actor.run(config.max_episodes)
         logger.info("actor %s sent %d episodes", name, actor.sent)

@@ -1,4 +1,7 @@
-"""The actor loop over real sockets: every episode arrives, staleness and adapters respected."""
+"""The actor loop over real sockets: every episode arrives, staleness and adapters respected.
+
+Also: an episode keeps the adapter version it started with.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import hashlib
 import importlib
 import inspect
+import itertools
 import logging
 import queue
 
@@ -17,6 +21,7 @@ from thoughtmdp.agents.backends.scripted import ScriptedBackend
 from thoughtmdp.envs.arith_chain import ArithChainTask
 from thoughtmdp.episodes.builder import EpisodeBuilder
 from thoughtmdp.episodes.presets import episode_config
+from thoughtmdp.settings.actor import ActorConfig
 from thoughtmdp.transport import EpisodeReceiver, EpisodeSender
 from thoughtmdp.wire import AdapterNotice
 
@@ -105,6 +110,49 @@ def test_with_a_batch_barrier_each_batch_waits_for_a_newer_adapter(tokenizer, tm
     assert all(e.policy_versions in ((), (0,)) for _, e in got[:4])
     assert all(e.policy_versions == (1,) for _, e in got[4:])
     assert actor.sent == 8
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_an_episode_keeps_the_version_it_started_with_while_adapters_arrive(
+    tokenizer, tmp_path, pin
+):
+    backend = ScriptedBackend(tokenizer, NoisySolver(TASK, 1.0))  # every seed chain fails
+    builder = EpisodeBuilder(
+        TASK, backend, make_env_factory(TASK, tokenizer), episode_config("rrpo")
+    )
+    scripted, requests = backend.sample_thought, itertools.count()
+
+    with EpisodeReceiver() as receiver:
+
+        async def sample_thought(state_ids, sampling):
+            if next(requests) == 2:  # the first episode's third request waits for v1
+                receiver.publish(notice(1))
+                while backend.policy_version < 1:
+                    await asyncio.sleep(0.01)
+            return await scripted(state_ids, sampling)
+
+        backend.sample_thought = sample_thought
+
+        async def main():
+            async with EpisodeSender(receiver.address, "actor-7", hello_interval=0.3) as sender:
+                order = shard_order(TASK.problems("train"), 0, 1, seed=0)
+                actor = Actor(
+                    builder, sender, order, in_flight=1, adapter_root=tmp_path, pin_version=pin
+                )
+                await actor.run(max_episodes=2)
+                return [receiver.get(timeout=20)[1] for _ in range(2)]
+
+        first, second = asyncio.run(main())
+    thoughts = len([t for r in first.trajectories for t in r.thoughts])
+    assert first.groups[-1].kind == "reset" and thoughts > 8  # most came after the load
+    assert first.policy_versions == ((0,) if pin else (0, 1))
+    assert second.policy_versions == (1,)
+    assert backend.pins == {}
+
+
+def test_episodes_are_pinned_by_default():
+    assert ActorConfig().pin_version
+    assert inspect.signature(Actor).parameters["pin_version"].default is True
 
 
 def test_a_corrupt_adapter_is_refused_and_the_old_one_kept(tokenizer, tmp_path, caplog):

@@ -75,6 +75,11 @@ class ActorConfig:
             and for a newer adapter, then the next batch (generation and training take
             turns; the learner's ``prompts_per_step`` must be ``in_flight`` times the
             number of actors).
+        pin_version: Sample each episode (seed chain, localisation, suffixes) with the
+            adapter version it started with; a newer adapter serves only episodes started
+            after it loaded, and an old version stays loaded until its last episode ends.
+            The reset argument needs the prefix and its suffixes from one policy; ``false``
+            lets a long episode switch versions midway.
         seed: Base seed; episode ``k`` samples with ``seed + k``.
         fallback_warn_rate: Log a warning when more than this share of the last 50 reset
             decisions took the reset policy's ``fallback`` (e.g. SRPO localiser answers that
@@ -108,6 +113,7 @@ class ActorConfig:
     in_flight: int = 8
     max_lag: int = 1
     batch_barrier: bool = False
+    pin_version: bool = True
     seed: int = 0
     fallback_warn_rate: float = 0.2
     max_episodes: int | None = None
