@@ -1,6 +1,7 @@
 """The actor loop over real sockets: every episode arrives, staleness and adapters respected.
 
-Also: an episode keeps the adapter version it started with.
+Also: an episode keeps the adapter version it started with, and the paper configs run
+synchronously and on-policy.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from scripted_arith import NoisySolver, make_env_factory
 
 from thoughtmdp.agents.actor import Actor, shard_order
 from thoughtmdp.agents.backends.scripted import ScriptedBackend
+from thoughtmdp.commands.train import load_train_config
 from thoughtmdp.envs.arith_chain import ArithChainTask
 from thoughtmdp.episodes.builder import EpisodeBuilder
 from thoughtmdp.episodes.presets import episode_config
 from thoughtmdp.settings.actor import ActorConfig
+from thoughtmdp.settings.files import shipped_configs
 from thoughtmdp.transport import EpisodeReceiver, EpisodeSender
 from thoughtmdp.wire import AdapterNotice
 
@@ -148,6 +151,19 @@ def test_an_episode_keeps_the_version_it_started_with_while_adapters_arrive(
     assert first.policy_versions == ((0,) if pin else (0, 1))
     assert second.policy_versions == (1,)
     assert backend.pins == {}
+
+
+PAPER_RUNS = [n for n in shipped_configs() if n.startswith("paper/") and n != "paper/table5"]
+
+
+@pytest.mark.parametrize("name", PAPER_RUNS)
+def test_paper_configs_are_synchronous_and_on_policy(name):
+    config = load_train_config(name, [])
+    actor, learner = config.actor, config.learner
+    assert actor.batch_barrier and actor.pin_version and actor.max_lag == 0
+    assert config.actors * actor.in_flight == learner.prompts_per_step == 32
+    assert learner.max_lag == 0 and learner.stale == "skip"
+    assert (learner.loss.clip_eps, learner.loss.is_cap) == (None, None)  # as in the paper
 
 
 def test_episodes_are_pinned_by_default():
