@@ -119,7 +119,7 @@ def test_self_localisation_prompt_and_decision():
     assert "Step 1: 8+6=15\nStep 2: 15+5=20\nStep 3: x \\boxed{20}" in prompts[0]
     assert f"Problem: {PROBLEM.question}" in prompts[0]
     assert "</thought>" not in prompts[0].split("Problem:")[1]
-    assert "from 1 to 3" in prompts[0]
+    assert "between 1 and 3" in prompts[0]
 
 
 @pytest.mark.parametrize(("fallback", "expected_index"), [("skip", None), ("uniform", 3)])
