@@ -12,8 +12,8 @@ from typing import Any
 
 from thoughtmdp.agents.actor import Actor, shard_order
 from thoughtmdp.episodes.builder import EpisodeBuilder
-from thoughtmdp.mdp.env import ThoughtMDPEnv
 from thoughtmdp.errors import ConfigError
+from thoughtmdp.mdp.env import ThoughtMDPEnv
 from thoughtmdp.mdp.task import VerifiableTask, make_task
 from thoughtmdp.settings.actor import ActorConfig, resolve_backend
 from thoughtmdp.transport import EpisodeSender
@@ -87,6 +87,7 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
         task,
         split=config.split,
         tokenizer=tokenizer,
+        chat_template=config.chat_template,
         max_thoughts=config.max_thoughts,
         max_total_tokens=config.max_total_tokens,
     )
@@ -115,6 +116,7 @@ async def stream_episodes(config: ActorConfig, task: VerifiableTask, backend: An
         )
         await actor.run(config.max_episodes)
         logger.info("actor %s sent %d episodes", name, actor.sent)
+
 
 def within_prompt_cap(env: ThoughtMDPEnv, max_prompt_tokens: int | None) -> list[Problem]:
     """The env's problems whose prompt fits ``max_prompt_tokens``; logs how many were left out.

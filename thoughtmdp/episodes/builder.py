@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -53,7 +54,8 @@ class EpisodeBuilder:
     Args:
         task: The task (shared by all envs).
         backend: The policy to sample from.
-        make_env: Returns a fresh env with a tokenizer; each rollout uses its own.
+        make_env: Returns a fresh env with a tokenizer; each rollout uses its own, and the
+            localiser's question is rendered in the envs' chat format (:attr:`render_prompt`).
         config: Group sizes and the reset policy.
         sampling: Sampling of thoughts (temperature, top-p, max tokens per thought).
         reset_policy: A policy object, overriding ``config.reset_policy``.
@@ -152,7 +154,7 @@ class EpisodeBuilder:
     async def _reset_group(self, seed_trajectory: Trajectory, seed: int, k: int) -> _Reset:
         started = time.perf_counter()
         rng = np.random.default_rng([seed, k])
-        context = ResetContext(seed_trajectory, self.task, self.backend, rng)
+        context = ResetContext(seed_trajectory, self.task, self.backend, rng, self.render_prompt)
         decision = await self.policy.decide(context)
         oracle = self.task.first_error_step(seed_trajectory) if self.task.has_step_oracle else None
         record = ResetRecord(seed_trajectory, decision, oracle, time.perf_counter() - started)
@@ -184,6 +186,11 @@ class EpisodeBuilder:
             )
         )
         return _Reset(record, replace(self._group("reset", list(suffixes)), reset_index=h), [])
+
+    @cached_property
+    def render_prompt(self) -> Callable[[str], str]:
+        """Renders a question to the policy (the localiser's) as the envs render the prompt."""
+        return self.make_env().chat.render
 
     def _group(self, kind: GroupKind, trajectories: list[Trajectory]) -> Group:
         advantages = group_advantages([t.reward for t in trajectories], self.config.normalize_std)

@@ -9,6 +9,7 @@ policy sampled with the lowest token log-probabilities (no model call). Users ad
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -32,12 +33,17 @@ class ResetContext:
         task: The task, for its problem text and oracle.
         backend: The policy being trained, for policies that query it.
         rng: Randomness owned by this decision.
+        render_prompt: Turns a question for the policy into the text its backend completes:
+            the user turn of the chat template the rollout prompts use (the env's
+            :attr:`~thoughtmdp.mdp.env.ThoughtMDPEnv.chat`), or the text as it is (the
+            default, ``str``).
     """
 
     seed_trajectory: Trajectory
     task: VerifiableTask
     backend: PolicyBackend
     rng: np.random.Generator
+    render_prompt: Callable[[str], str] = str
 
     @property
     def seed_length(self) -> int:
@@ -186,7 +192,9 @@ class SelfLocalization(ResetPolicy):
         else:
             prompt = render_localizer_prompt(problem.question, thoughts, self.template)
         seed = int(context.rng.integers(2**31))
-        completion = await context.backend.complete(prompt, replace(self.sampling, seed=seed))
+        completion = await context.backend.complete(
+            context.render_prompt(prompt), replace(self.sampling, seed=seed)
+        )
         answers = _final_answers(problem.answer, thoughts) if self.check_answer_echo else ()
         index, status = parse_step_index(completion.text, context.seed_length, answers)
         decision = ResetDecision(index, self.name, completion.text, status)

@@ -79,11 +79,12 @@ class EvalEngine:
         self.slots = slots if slots is not None else asyncio.Semaphore(settings.concurrency)
 
     def env(self) -> ThoughtMDPEnv:
-        """A fresh env on the split, with the backend's tokenizer and the settings' caps."""
+        """A fresh env on the split, with the backend's tokenizer, chat format and caps."""
         return ThoughtMDPEnv(
             self.task,
             split=self.split,
             tokenizer=getattr(self.backend, "tokenizer", None),
+            chat_template=self.settings.chat_template,
             max_thoughts=self.settings.max_thoughts,
             max_total_tokens=self.settings.max_total_tokens,
         )

@@ -9,6 +9,7 @@ import gymnasium
 from gymnasium import spaces
 
 from thoughtmdp.errors import EpisodeFinishedError, InvalidPrefixError, VerifierUnavailable
+from thoughtmdp.mdp.chat import AUTO, ChatFormat
 from thoughtmdp.mdp.prompts import THOUGHT_DELIMITER
 from thoughtmdp.mdp.spaces import UnicodeText
 from thoughtmdp.mdp.task import VerifiableTask
@@ -42,10 +43,17 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
     carrying token ids) ``info`` also holds ``prompt_token_ids`` and ``prefix_token_ids``
     (prompt followed by every thought's ids, exactly as sampled).
 
+    With a tokenizer that has a chat template (``chat_template="auto"``) or a template file,
+    the task's prompt is the user turn of a chat and the assistant header follows it, so
+    thoughts continue inside the assistant turn; the observed prompt is that rendered text
+    and ``prompt_token_ids`` are its ids (:mod:`thoughtmdp.mdp.chat`).
+
     Args:
         task: A task object, or a registered task name.
         split: Which split to draw problems from (default: the task's first split).
         tokenizer: Encodes the prompt and thoughts given as text.
+        chat_template: ``auto`` (the tokenizer's chat template if it has one, else raw
+            text), ``none`` (raw text) or the path of a Jinja template file.
         max_thoughts: Chain cap; reaching it without an answer truncates.
         max_total_tokens: Budget of thought tokens (counted only when token ids are known).
         render_mode: ``None`` or ``"ansi"``.
@@ -68,6 +76,7 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
         *,
         split: str | None = None,
         tokenizer: Tokenizer | None = None,
+        chat_template: str = AUTO,
         max_thoughts: int = 20,
         max_total_tokens: int | None = 4096,
         render_mode: str | None = None,
@@ -89,6 +98,7 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
             raise ValueError(f"task {task.name!r} has splits {task.splits}, not {self.split!r}")
         self.problems: Sequence[Problem] = task.problems(self.split)
         self.tokenizer = tokenizer
+        self.chat = ChatFormat.resolve(tokenizer, chat_template)
         self.max_thoughts = max_thoughts
         self.max_total_tokens = max_total_tokens
         self.render_mode = render_mode
@@ -231,17 +241,20 @@ class ThoughtMDPEnv(gymnasium.Env[Observation, Action]):
 
     def _enter(self, problem: Problem, state: PrefixState) -> None:
         self._problem = problem
-        self._prompt = self.task.render_prompt(problem)
+        self._prompt = self.chat.render(self.task.render_prompt(problem))
         self._state = state
         terminated, truncated = self._end_flags()
         self._done = terminated or truncated
 
     def encode_prompt(self, problem: Problem) -> TokenIds | None:
-        """The token ids a chain on ``problem`` starts from (``None`` without a tokenizer)."""
+        """The token ids a chain on ``problem`` starts from (``None`` without a tokenizer).
+
+        They are the task's prompt in the chat format (:attr:`chat`), encoded without adding
+        special tokens.
+        """
         if self.tokenizer is None:
             return None
-        text = self.task.render_prompt(problem)
-        return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        return self.chat.encode(self.task.render_prompt(problem))
 
     def _to_thought(self, action: Any, field: str = "action") -> Thought:
         if isinstance(action, Thought):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from thoughtmdp.backend import SamplingParams
 from thoughtmdp.episodes.presets import EpisodeSettings
 from thoughtmdp.errors import ConfigError
+from thoughtmdp.mdp.chat import AUTO, NONE, read_template
 from thoughtmdp.mdp.task import TASKS
 from thoughtmdp.transport.security import CurveClient
 
@@ -63,6 +64,11 @@ class ActorConfig:
             the thought that reaches it is cut to fit, so no chain exceeds it.
         max_prompt_tokens: Problems whose rendered prompt is longer are left out of training,
             and the actor logs how many (``None``: keep all).
+        chat_template: How the rollout and localiser prompts reach the model: ``auto`` (the
+            model's chat template when its tokenizer has one, else raw text), ``none`` (raw
+            text) or the path of a Jinja template file, used instead of the tokenizer's. A
+            template renders the prompt as the user turn followed by the assistant header,
+            so thoughts continue in the assistant turn; evaluations use the same setting.
         episode: How episodes are built: presets, then values set over them, e.g.
             ``episode.presets=[2x4,rrpo]`` or ``episode.num_resets=2``.
         sampling: Sampling of thoughts.
@@ -106,6 +112,7 @@ class ActorConfig:
     max_thoughts: int = 20
     max_total_tokens: int | None = 4096
     max_prompt_tokens: int | None = 2048
+    chat_template: str = "auto"
     episode: EpisodeSettings = field(default_factory=EpisodeSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     shard: int = 0
@@ -165,8 +172,11 @@ def check_ready(config: ActorConfig) -> None:
     """Checks that need the file system or the installed packages (run before starting).
 
     Raises:
-        ConfigError: Without a model path, or with ``backend=vllm`` but no vLLM installed.
+        ConfigError: Without a model path, with ``backend=vllm`` but no vLLM installed, or
+            with a ``chat_template`` file that cannot be read.
     """
+    if config.chat_template not in (AUTO, NONE):
+        read_template(config.chat_template)
     if not config.model:
         raise ConfigError("model: set the path of the base model, e.g. model=/models/Qwen2.5")
     if config.backend == "vllm" and importlib.util.find_spec("vllm") is None:

@@ -43,6 +43,9 @@ class EvalSettings:
             temperature > 0). It picks neither the items (the suite's ``sample_seed``) nor a
             checkpoint (the training seed of an adapter).
         concurrency: Rollouts in flight at once.
+        chat_template: How prompts reach the model, as in training (the actor's setting of
+            the same name): ``auto`` (the model's chat template if its tokenizer has one,
+            else raw text), ``none`` (raw text) or the path of a Jinja template file.
     """
 
     temperature: float = 0.0
@@ -53,6 +56,7 @@ class EvalSettings:
     samples: int = 1
     sampling_seed: int = 0
     concurrency: int = 64
+    chat_template: str = "auto"
 
     def __post_init__(self) -> None:
         for name in AT_LEAST_ONE:
@@ -75,7 +79,7 @@ class EvalSettings:
     def fingerprint(self) -> dict[str, Any]:
         """The settings that decide a rollout: stored records are reused only when they match."""
         kept = ("temperature", "top_p", "max_thoughts", "max_tokens", "max_total_tokens")
-        return {k: getattr(self, k) for k in (*kept, "sampling_seed")}
+        return {k: getattr(self, k) for k in (*kept, "sampling_seed", "chat_template")}
 
 
 OPTIONS = (
@@ -86,6 +90,7 @@ OPTIONS = (
     "max_tokens",
     "max_total_tokens",
     "concurrency",
+    "chat_template",
 )
 """The fields that are command-line options (``--top-p`` sets ``top_p``)."""
 

@@ -93,12 +93,13 @@ class HeldoutSettings:
             raise ConfigError(f"concurrency: expected 1 or more, got {self.concurrency}")
 
     def eval_settings(self, actor: ActorConfig) -> EvalSettings:
-        """Greedy rollouts capped as the actors cap their chains (thought tokens and count)."""
+        """Greedy rollouts capped as the actors cap their chains, prompts in their chat format."""
         return EvalSettings(
             max_tokens=actor.sampling.max_tokens,
             max_thoughts=actor.max_thoughts,
             max_total_tokens=actor.max_total_tokens,
             concurrency=self.concurrency,
+            chat_template=actor.chat_template,
         )
 
     def sampled_eval_settings(self, actor: ActorConfig) -> EvalSettings:
