@@ -219,6 +219,20 @@ def test_the_localiser_prompt_is_rendered_with_the_template(chat_backend):
     assert recording.prompts[-1] == question
 
 
+def test_the_audit_asks_the_localiser_in_the_chat_format(chat_backend):
+    from thoughtmdp.evaluation.audit import AuditSettings, audit_localization
+
+    recording = RecordingBackend(chat_backend)
+    settings = EvalSettings(max_tokens=6, max_thoughts=2, max_total_tokens=12)
+    engine = EvalEngine(recording, TASK, settings)
+    problems = list(TASK.problems("test")[:2])
+    result = asyncio.run(audit_localization(engine, problems, AuditSettings(suffixes=1)))
+    assert result.failed == len(recording.prompts) > 0  # the random model fails every chain
+    for sent in recording.prompts:
+        assert sent.startswith("<|im_start|>user\n")
+        assert sent.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_an_episode_is_token_exact_from_template_to_wire(chat_backend):
     from thoughtmdp.episodes.builder import EpisodeBuilder
 

@@ -140,13 +140,17 @@ class _Auditor:
     suffixes: int
     localizer: SelfLocalization
 
+    def __post_init__(self) -> None:
+        self.render_prompt = self.engine.env().chat.render  # the rollouts' chat format
+
     async def chain(self, problem: Problem, sample: int) -> tuple[bool, LocalizationRecord | None]:
         engine = self.engine
         seed = engine.request_seed(problem.id, sample)
         trajectory = await engine.rollout(problem.id, seed)
         if trajectory.reward >= PASS_REWARD:
             return False, None
-        context = ResetContext(trajectory, engine.task, engine.backend, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        context = ResetContext(trajectory, engine.task, engine.backend, rng, self.render_prompt)
         decision = await self.localizer.decide(context)
         oracle = engine.task.first_error_step(trajectory)
         suffixes: tuple[float, ...] = ()
