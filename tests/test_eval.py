@@ -210,6 +210,14 @@ def test_resume_refuses_other_settings(tmp_path):
         RecordStore(tmp_path, {"tasks": {"csqa": {"data": "c.jsonl"}}})
 
 
+def test_records_from_before_chat_templates_count_as_raw_text_prompts(tmp_path):
+    for folder in (tmp_path / "a", tmp_path / "b"):  # written before the setting existed
+        RecordStore(folder, {"max_thoughts": 20})
+    RecordStore(tmp_path / "a", {"max_thoughts": 20, "chat_template": "none"})
+    with pytest.raises(ResumeMismatch, match="made with chat_template='none', this run has "):
+        RecordStore(tmp_path / "b", {"max_thoughts": 20, "chat_template": "auto"})
+
+
 # -- the command --------------------------------------------------------------------------
 
 

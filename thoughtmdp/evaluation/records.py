@@ -106,8 +106,13 @@ class RecordStore:
             file.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
 
 
+BEFORE_THE_SETTING = {"chat_template": "none"}
+"""What records written before a setting existed were made with (prompts were raw text)."""
+
+
 def _check_fingerprint(stored: dict[str, Any], new: dict[str, Any], folder: Path) -> dict[str, Any]:
     merged = dict(stored)
+    stored = {**BEFORE_THE_SETTING, **stored} if stored else stored
     for key, value in new.items():
         if key == "tasks":
             tasks = dict(stored.get("tasks", {}))
