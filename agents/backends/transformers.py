@@ -3,20 +3,19 @@
 Requests submitted in one event-loop tick (e.g. by ``asyncio.gather``) are decoded together
 as one left-padded batch with a KV cache, in a worker thread so the loop never waits on the
 model. Requests that arrive while a batch runs join the next one. Each adapter version is a
-named PEFT adapter; rows pinned to different versions share a batch through PEFT's mixed
-batches (``adapter_names``).
+named PEFT adapter (:mod:`~thoughtmdp.agents.backends.peft_versions`); rows pinned to
+different versions share a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import inspect
-import itertools
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,26 +23,11 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from thoughtmdp.agents.backends.peft_versions import AdapterVersion, AdapterVersions
 from thoughtmdp.backend import Completion, SamplingParams
 from thoughtmdp.types import Thought
 
 CLOSED = "the backend was closed before this request ran; create a new TransformersBackend"
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-
-
-@dataclass(eq=False)
-class _Version:
-    """A policy version: its PEFT adapter (``None``: the model as given) and who holds it.
-
-    ``users`` counts :meth:`TransformersBackend.pinned` blocks and the queued or running
-    requests made in them; a version that is no longer current leaves the model at 0.
-    """
-
-    number: int
-    name: str | None = None
-    path: str | None = None
-    users: int = 0
-    removed: bool = False
 
 
 @dataclass(eq=False)
@@ -58,7 +42,7 @@ class _Request:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[_Request]
     generator: torch.Generator
-    version: _Version | None = None
+    version: AdapterVersion | None = None
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
@@ -111,38 +95,37 @@ class TransformersBackend:
             net = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
         if tokenizer is None:
             raise ValueError("a model object needs its tokenizer: pass tokenizer=...")
-        self.model, self.tokenizer = net.to(device).eval(), tokenizer
+        self.tokenizer = tokenizer
         self.device, self.max_batch_size = torch.device(device), max_batch_size
         self.stats = {"batches": 0, "requests": 0, "tokens": 0}
         self.eos_ids = _eos_ids(net, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        active = getattr(net, "active_adapter", None) if hasattr(net, "peft_config") else None
-        self._current = _Version(policy_version, active)
-        self._retired: list[_Version] = []  # no longer current, still held
-        self._names = itertools.count(1)
-        self._pin: contextvars.ContextVar[_Version | None] = contextvars.ContextVar(
-            f"transformers-pin-{id(self)}", default=None
+        self._versions = AdapterVersions(
+            net.to(device).eval(), self.device, policy_version=policy_version
         )
         self._cache_keyword = _cache_keyword(net)
-        self._model_lock = threading.Lock()  # held for a whole batch and for adapter swaps
-        # Guards the queues, the worker, ``_closed``, ``_current``, ``_retired`` and ``users``.
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # guards the queues, the worker and ``_closed``
         self._staged: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
         self._waiting: deque[_Request] = deque()
         self._closed = False
         self._worker: threading.Thread | None = None
         if adapter is not None:
-            self._swap_adapter(adapter, policy_version)
+            self._versions.load(adapter, policy_version)
+
+    @property
+    def model(self) -> Any:
+        """The model; a ``peft.PeftModel`` once an adapter is loaded."""
+        return self._versions.model
 
     @property
     def policy_version(self) -> int:
         """Version of the weights the next batch samples with (outside :meth:`pinned`)."""
-        return self._current.number
+        return self._versions.current.number
 
     @property
     def adapter(self) -> str | None:
         """Folder of the LoRA adapter in use, ``None`` for the base model."""
-        return self._current.path
+        return self._versions.current.path
 
     async def load_adapter(self, path: str | Path, version: int | None = None) -> None:
         """Replace the LoRA adapter by the PEFT adapter in ``path``, from the next batch on.
@@ -155,28 +138,9 @@ class TransformersBackend:
             path: A folder written by PEFT's ``save_pretrained``.
             version: The new policy version; ``None`` adds one to the current one.
         """
-        await asyncio.to_thread(self._swap_adapter, path, version)
+        await asyncio.to_thread(self._versions.load, path, version)
 
-    def _swap_adapter(self, path: str | Path, version: int | None) -> None:
-        """Load the adapter under the model lock (blocks while a batch runs)."""
-        from peft import PeftModel
-
-        with self._model_lock:
-            name = f"policy_{next(self._names)}"
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(path), adapter_name=name)
-                self.model.set_adapter(name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
-            self.model.to(self.device).eval()
-            with self._cond:
-                number = self._current.number + 1 if version is None else version
-                self._retired.append(self._current)
-                self._current = _Version(number, name, str(path))
-            self._drop_unused_locked()
-
-    @contextlib.asynccontextmanager
-    async def pinned(self) -> AsyncIterator[int]:
+    def pinned(self) -> AbstractAsyncContextManager[int]:
         """Sample every request made inside the block with the version current at its start.
 
         Requests of the calling task, and of the tasks it starts inside the block (they copy
@@ -184,41 +148,10 @@ class TransformersBackend:
         ones; it stays loaded until the block ends and its last request finishes. A block
         inside another keeps the outer block's version.
 
-        Yields:
-            The pinned policy version.
+        Returns:
+            An async context manager that yields the pinned policy version.
         """
-        with self._cond:
-            version = self._pin.get() or self._current
-            version.users += 1
-        token = self._pin.set(version)
-        try:
-            yield version.number
-        finally:
-            self._pin.reset(token)
-            if self._let_go([version]):
-                await asyncio.to_thread(self._drop_unused)
-
-    def _let_go(self, versions: list[_Version]) -> bool:
-        """Drop one hold on each of ``versions``; whether a retired one is now unused."""
-        with self._cond:
-            for version in versions:
-                version.users -= 1
-            return any(not v.users and v is not self._current for v in versions)
-
-    def _drop_unused(self) -> None:
-        with self._model_lock:
-            self._drop_unused_locked()
-
-    def _drop_unused_locked(self) -> None:
-        """Delete the adapters of retired versions nobody holds (the model lock is held)."""
-        with self._cond:
-            unused = [v for v in self._retired if not v.users]
-            self._retired = [v for v in self._retired if v.users]
-            for version in unused:
-                version.removed = True
-        for version in unused:
-            if version.name is not None:
-                self.model.delete_adapter(version.name)
+        return self._versions.pinned()
 
     async def sample_thought(self, state_ids: Sequence[int], sampling: SamplingParams) -> Thought:
         """Sample the next thought after ``state_ids`` (the stop strings end it).
@@ -254,8 +187,8 @@ class TransformersBackend:
     # -- event-loop side -----------------------------------------------------------------
 
     async def _submit(self, ids: list[int], sampling: SamplingParams) -> _Request:
-        pinned = self._pin.get()
-        self._check(ids, sampling, pinned or self._current)
+        pinned = self._versions.pinned_version()
+        self._check(ids, sampling, pinned or self._versions.current)
         loop = asyncio.get_running_loop()
         generator = torch.Generator(device=self.device)
         if sampling.seed is None:
@@ -266,12 +199,8 @@ class TransformersBackend:
         with self._cond:
             if self._closed:
                 raise RuntimeError(CLOSED)
-            if pinned is not None:
-                if pinned.removed:
-                    raise RuntimeError(
-                        f"a request pinned to version {pinned.number} started after its pin ended"
-                    )
-                pinned.users += 1  # held until its batch is done, even if the pin ends first
+            if pinned is not None:  # held until its batch is done, even if the pin ends first
+                self._versions.hold(pinned)
             staged = self._staged.setdefault(loop, [])
             staged.append(request)
             first = len(staged) == 1
@@ -283,7 +212,7 @@ class TransformersBackend:
             loop.call_soon(self._release, loop)
         return await request.future
 
-    def _check(self, ids: list[int], sampling: SamplingParams, version: _Version) -> None:
+    def _check(self, ids: list[int], sampling: SamplingParams, version: AdapterVersion) -> None:
         if not ids:
             raise ValueError("expected at least one input token id, got none")
         vocab = self.model.get_input_embeddings().num_embeddings
@@ -323,21 +252,16 @@ class TransformersBackend:
                 outcome = exc
             # Let go of pinned versions before answering, so a pin that ends right after its
             # last request finds its adapter unused.
-            held = [request.version for request in batch if request.version is not None]
-            if held and self._let_go(held):
-                self._drop_unused()
+            self._versions.release([r.version for r in batch if r.version is not None])
             for request in batch:
                 _deliver(request, outcome or request)
 
     def _decode(self, rows: list[_Request]) -> None:
-        with self._model_lock, torch.inference_mode():
-            versions = [row.version or self._current for row in rows]
+        with self._versions.lock, torch.inference_mode():
+            versions = [row.version or self._versions.current for row in rows]
             for row, version in zip(rows, versions, strict=True):
                 row.policy_version = version.number
-            # Rows of several versions (or of a retired one) go through PEFT's mixed batch.
-            names: list[str] | None = None
-            if any(version is not self._current for version in versions):
-                names = [version.name or BASE for version in versions]
+            names = self._versions.adapter_names(versions)  # None: the active adapter only
             width = max(len(row.ids) for row in rows)
             ids = [[self.pad_id] * (width - len(row.ids)) + row.ids for row in rows]
             mask = [[0] * (width - len(row.ids)) + [1] * len(row.ids) for row in rows]
