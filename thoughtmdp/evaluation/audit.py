@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from thoughtmdp.episodes.metrics import is_clean_prefix
+from thoughtmdp.episodes.metrics import PASS_REWARD, is_clean_prefix
 from thoughtmdp.episodes.reset_policies import ResetContext, SelfLocalization
 from thoughtmdp.episodes.rollout import SEED_MODULUS
 from thoughtmdp.errors import StepOracleUnavailable
 from thoughtmdp.evaluation.engine import EvalEngine
-from thoughtmdp.evaluation.records import PASS_REWARD
 from thoughtmdp.types import PrefixState, Problem, ResetRecord, Trajectory
 
 

@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from thoughtmdp.episodes.metrics import PASS_REWARD
 from thoughtmdp.evaluation.audit import AuditResult, LocalizationRecord
-from thoughtmdp.evaluation.records import PASS_REWARD
 from thoughtmdp.runs.stats import wilson_interval
 
 POSITION_BINS = 10

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from thoughtmdp.backend import PolicyBackend
+from thoughtmdp.episodes.metrics import PASS_REWARD
 from thoughtmdp.episodes.rollout import SEED_MODULUS, rollout
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.evaluation.records import PASS_REWARD
 from thoughtmdp.mdp.env import ThoughtMDPEnv
 from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.settings.evaluation import EvalSettings

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from thoughtmdp.episodes.metrics import PASS_REWARD
 from thoughtmdp.evaluation.engine import EvalEngine, use_adapter
-from thoughtmdp.evaluation.records import PASS_REWARD
 from thoughtmdp.mdp.prompts import THOUGHT_DELIMITER
 from thoughtmdp.mdp.task import VerifiableTask
 from thoughtmdp.runs.stats import sampled_pass_at_1, wilson_interval

@@ -16,8 +16,6 @@ from typing import Any
 
 from thoughtmdp.errors import ThoughtMDPError
 
-PASS_REWARD = 1.0
-"""A rollout passes when its reward reaches this."""
 RECORDS = "records.jsonl"
 CONFIG = "eval_config.json"
 
