@@ -123,9 +123,7 @@ def knob_table(rows: list[dict[str, Any]], probes: dict[str, Any]) -> list[str]:
             f"| {r['hard_step']} | {_pct(r['p'])} | {_pct(probe.get('exact_match_rate'))} "
             f"({_pct(probe.get('uniform_baseline'))}) | "
             f"{_by_prefix(correction, 'rate')} | {_by_prefix(correction, 'pass_at_m')} | "
-            f"{_pct(r['target'])} | "
-            + " | ".join(cells)
-            + " |"
+            f"{_pct(r['target'])} | " + " | ".join(cells) + " |"
         )
     return [*lines, "", "![knob](learning_knob.png)", ""]
 
