@@ -24,7 +24,12 @@ from thoughtmdp.envs.livecodebench.data import UnsafePickleError, decode_tests, 
 from thoughtmdp.envs.livecodebench.grading import CodeTest, Verdict
 from thoughtmdp.envs.livecodebench.problems import filter_problems, load_problems, split_tests
 from thoughtmdp.envs.livecodebench.task import LiveCodeBenchTask, has_code_block
-from thoughtmdp.errors import DatasetFieldError, DependencyNotInstalled, StepOracleUnavailable
+from thoughtmdp.errors import (
+    DatasetFieldError,
+    DependencyNotInstalled,
+    StepOracleUnavailable,
+    VerifierUnavailable,
+)
 from thoughtmdp.types import PrefixState, Trajectory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "livecodebench"
@@ -249,6 +254,20 @@ def test_gym_env_runs_an_episode_and_passes_the_checker() -> None:
         check_env(env.unwrapped)
     finally:
         env.close()
+
+
+def test_a_sandbox_that_cannot_start_stops_the_episode_instead_of_scoring_zero() -> None:
+    from thoughtmdp.envs.sandbox.jobs import SandboxConfig
+
+    broken = LiveCodeBenchTask(PROBLEMS, sandbox=SandboxConfig(python="/nonexistent/python"))
+    env = thoughtmdp.ThoughtMDPEnv(broken)
+    try:
+        env.reset(options={"problem": 0})
+        with pytest.raises(VerifierUnavailable, match="could not start the sandbox child"):
+            env.step(ADD + "</thought>")
+    finally:
+        env.close()
+        broken.close()
 
 
 def test_reward_is_the_share_of_training_tests_passed(task: LiveCodeBenchTask) -> None:

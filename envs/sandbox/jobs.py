@@ -7,14 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.errors import VerifierUnavailable
 
 NOBODY = 65534
 Mode = Literal["call", "function", "script"]
 
 
-class SandboxError(ThoughtMDPError, RuntimeError):
-    """The sandbox itself failed (the child could not start); not a verdict on a program."""
+class SandboxError(VerifierUnavailable):
+    """The sandbox itself failed (the child could not start); not a verdict on a program.
+
+    As a :class:`~thoughtmdp.errors.VerifierUnavailable`, it stops the episode that needed the
+    verdict instead of being scored as a failed program.
+    """
 
 
 @dataclass(frozen=True)
