@@ -55,7 +55,9 @@ class Benchmark:
         """Train ``run`` (unless it finished before) and read it."""
         if run.key not in self.records:
             folder = train_once(
-                run.folder(self.args.runs), run.settings(self.budget) + self.args.set
+                run.folder(self.args.runs),
+                run.settings(self.budget) + self.args.set,
+                implicit=run.first_conditions(),
             )
             self.records[run.key] = read_run(folder, self._tokenizer(folder))
         return self.records[run.key]

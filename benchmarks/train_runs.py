@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from report_files import RESULTS
@@ -34,8 +35,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs: str) -> None:
     parser.add_argument("--runs", type=Path, default=Path(runs), help="run folders")
 
 
-def train_once(run_dir: Path, settings: list[str]) -> Path:
+def train_once(run_dir: Path, settings: list[str], implicit: Sequence[str] = ()) -> Path:
     """Run ``thoughtmdp train run_dir=RUN_DIR SETTINGS...`` unless it already ran.
+
+    Args:
+        run_dir: The run folder.
+        settings: The run's settings.
+        implicit: Settings among ``settings`` that restate what the library did before they
+            existed: a run recorded without them ran under them, so it still matches.
 
     Raises:
         RuntimeError: If the run failed (its log is named), or if ``run_dir`` holds a finished
@@ -44,7 +51,7 @@ def train_once(run_dir: Path, settings: list[str]) -> Path:
     recorded = run_dir / ARGS_FILE
     if (run_dir / SUMMARY_FILE).exists():
         before = json.loads(recorded.read_text()) if recorded.exists() else None
-        if before != settings:
+        if before not in (settings, [s for s in settings if s not in implicit]):
             raise RuntimeError(
                 f"{run_dir} holds a run with other settings ({before}); remove it or pass "
                 "another --runs folder"

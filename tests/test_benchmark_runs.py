@@ -61,6 +61,11 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     assert train_runs.train_once(run_dir, ["learner.max_steps=60"]) == run_dir
     with pytest.raises(RuntimeError, match="holds a run with other settings"):
         train_runs.train_once(run_dir, ["learner.max_steps=3"])
+    # a setting that restates the library's behaviour when the run was made still matches
+    pinned = ["learner.max_steps=60", "actor.pin_version=false"]
+    assert train_runs.train_once(run_dir, pinned, implicit=pinned[1:]) == run_dir
+    with pytest.raises(RuntimeError, match="holds a run with other settings"):
+        train_runs.train_once(run_dir, pinned)
 
 
 def test_a_failed_run_names_its_log(tmp_path):

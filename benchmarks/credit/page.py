@@ -30,7 +30,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"pass@1 ({b['samples']} samples a problem, temperature 1) and greedy pass rate on "
         f"{b['problems']} held-out problems at {b['versions'] + 2} evenly spaced versions. "
         "Intervals are 95 %: Student-t over seeds for pass rates and paired gaps, a paired "
-        "bootstrap over seeds for ratios of rollouts.",
+        "bootstrap over seeds for ratios of rollouts. Actors stream episodes asynchronously "
+        "(8 in flight, at most one version behind) and an episode may switch to a newer "
+        "adapter midway (`actor.pin_version=false`), as when the study began; the "
+        "self-localiser reads a boxed number as a step even when it equals the answer.",
         "",
         *goal_table(report["goals"]),
         *method_table("Main comparison (hard step 8 of 8)", report["main"]),

@@ -31,6 +31,14 @@ METHODS: dict[str, str] = {
     "least_confident": "[1x4,least_confident]",
 }
 """Each method's ``actor.episode.presets``: 8 rollouts a prompt in every one."""
+ASKS_THE_POLICY = ("srpo", "srpo_2x4", "srpo_1x8")
+"""Methods whose reset policy is the self-localiser."""
+FIRST_CONDITIONS = ("actor.pin_version=false",)
+"""How the study's first runs sampled, before it was a setting (episodes could switch to a
+newer adapter midway; the library's default now pins them): kept so that every seed of the
+study runs alike. Runs recorded without these settings ran under them."""
+FIRST_LOCALIZER = ("actor.episode.reset_policy_options.check_answer_echo=false",)
+"""The same for the self-localiser: a boxed step number equal to the answer counted as a step."""
 
 MAIN_KNOB = 8
 """The hard step of the main comparison: the last, so fewest chains reach it cleanly."""
@@ -107,7 +115,13 @@ class Run:
             f"heldout.versions={budget.versions}",
             "heldout.concurrency=256",
             "plots=false",
+            *self.first_conditions(),
         ]
+
+    def first_conditions(self) -> tuple[str, ...]:
+        """Settings that restate how the study's first runs ran (see ``FIRST_CONDITIONS``)."""
+        asks = self.method in ASKS_THE_POLICY
+        return FIRST_CONDITIONS + (FIRST_LOCALIZER if asks else ())
 
 
 STUDIES = ("main", "lr", "knob", "shapes")
