@@ -1,13 +1,16 @@
 """Reading the rows of local data files (JSONL, JSON, Parquet) and of Hugging Face datasets.
 
-Every row keeps its 1-based position so later errors can point at it: the line number in
-a JSONL file, the record number in a JSON list, a Parquet file or a Hugging Face split.
-Nothing heavy is imported here; ``pyarrow`` and ``datasets`` load only when needed.
+A Hugging Face dataset is a name on the hub or a folder written by ``save_to_disk`` (a
+``Dataset``, or a ``DatasetDict`` whose split is picked by name). Every row keeps its
+1-based position so later errors can point at it: the line number in a JSONL file, the
+record number in a JSON list, a Parquet file or a Hugging Face split. Nothing heavy is
+imported here; ``pyarrow`` and ``datasets`` load only when needed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +24,18 @@ PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 DATA_SUFFIXES = JSONL_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES
 """File name endings :func:`read_rows` understands."""
 
+SAVED_DATASET_FILES = ("dataset_info.json", "state.json")
+"""Files of a folder written by ``datasets.Dataset.save_to_disk``."""
+
+SAVED_DATASET_DICT_FILE = "dataset_dict.json"
+"""The file of a folder written by ``datasets.DatasetDict.save_to_disk``."""
+
+DATASETS_INSTALL = 'pip install "thoughtmdp[datasets]"'
+"""How to install the ``datasets`` package that Hugging Face datasets need."""
+
 PathLike = str | os.PathLike[str]
+
+logger = logging.getLogger(__name__)
 
 
 class DataFormatError(ThoughtMDPError, ValueError):
@@ -112,12 +126,50 @@ def require_field(
     return row[field]
 
 
+def is_saved_dataset(path: PathLike) -> bool:
+    """Whether ``path`` is a folder written by ``save_to_disk`` of the ``datasets`` package.
+
+    That is a ``Dataset`` folder (``dataset_info.json`` and ``state.json`` beside the Arrow
+    files) or a ``DatasetDict`` folder (``dataset_dict.json`` and one folder per split).
+
+    Args:
+        path: A path that may or may not exist.
+
+    Returns:
+        True for either kind of folder.
+
+    >>> is_saved_dataset("AI-MO/NuminaMath-CoT")
+    False
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if (folder / SAVED_DATASET_DICT_FILE).is_file():
+        return True
+    return all((folder / name).is_file() for name in SAVED_DATASET_FILES)
+
+
+def dataset_source(name: str, split: str) -> str:
+    """How messages name one split of a Hugging Face dataset (a hub name or a folder).
+
+    >>> dataset_source("openai/gsm8k", "test")
+    "dataset 'openai/gsm8k', split 'test'"
+    """
+    return f"dataset {name!r}, split {split!r}"
+
+
 def load_hf_dataset(name: str, split: str) -> list[Row]:
     """Load one split of a Hugging Face dataset with the ``datasets`` package.
 
+    A folder written by ``save_to_disk`` is read with ``datasets.load_from_disk``: a
+    ``DatasetDict`` folder gives its split ``split``; a ``Dataset`` folder holds one split,
+    which is read whatever ``split`` says (a warning tells when it recorded another name).
+    Anything else goes to ``datasets.load_dataset``: a name on the hub, or a folder of data
+    files.
+
     Args:
-        name: The dataset name on the hub (e.g. ``"AI-MO/NuminaMath-CoT"``) or a local
-            dataset directory that ``datasets.load_dataset`` understands.
+        name: The dataset name on the hub (e.g. ``"AI-MO/NuminaMath-CoT"``), a folder
+            written by ``save_to_disk``, or a local folder ``datasets.load_dataset`` reads.
         split: The split to load (e.g. ``"train"``).
 
     Returns:
@@ -125,6 +177,8 @@ def load_hf_dataset(name: str, split: str) -> list[Row]:
 
     Raises:
         DependencyNotInstalled: If ``datasets`` is not installed.
+        DataFormatError: If a saved ``DatasetDict`` has no split ``split`` (the message
+            lists the splits it has).
         Exception: Whatever ``datasets.load_dataset`` raises (an unknown name, an unreachable
             hub), with a note on how to use a local file instead.
     """
@@ -133,18 +187,44 @@ def load_hf_dataset(name: str, split: str) -> list[Row]:
     except ImportError:
         raise DependencyNotInstalled(
             f"loading dataset {name!r} needs the Hugging Face 'datasets' package, which is not "
-            "installed; install it with: pip install datasets, or pass a local .jsonl or "
-            ".parquet file instead"
+            f"installed; install it with: {DATASETS_INSTALL} (or pip install datasets), or "
+            "pass a local .jsonl or .parquet file instead"
         ) from None
-    try:
-        dataset = datasets.load_dataset(name, split=split)
-    except Exception as exc:
-        exc.add_note(
-            f"thoughtmdp: could not load split {split!r} of dataset {name!r}; check the name, "
-            "the split and network access, or download the data and pass a local file path"
+    if is_saved_dataset(name):
+        records = _load_saved(datasets, name, split)
+    else:
+        try:
+            records = datasets.load_dataset(name, split=split)
+        except Exception as exc:
+            exc.add_note(
+                f"thoughtmdp: could not load split {split!r} of dataset {name!r}; check the "
+                "name, the split and network access, or download the data and pass a local "
+                "file path (or a folder written by save_to_disk)"
+            )
+            raise
+    return [Row(i, dict(record)) for i, record in enumerate(records, start=1)]
+
+
+def _load_saved(datasets: Any, folder: str, split: str) -> Any:
+    """The split ``split`` of a ``save_to_disk`` folder (a ``Dataset`` is its own split)."""
+    if (Path(folder) / SAVED_DATASET_DICT_FILE).is_file():
+        splits = json.loads((Path(folder) / SAVED_DATASET_DICT_FILE).read_text())["splits"]
+        if split not in splits:
+            raise DataFormatError(
+                f"{folder}: the saved DatasetDict has no split {split!r}; its splits are "
+                f"{sorted(splits)}; set split= to one of them"
+            )
+        return datasets.load_from_disk(os.path.join(folder, split))
+    dataset = datasets.load_from_disk(folder)
+    recorded = getattr(dataset, "split", None)
+    if recorded is not None and str(recorded) != split:
+        logger.warning(
+            "%s: the saved Dataset holds split %r; its rows are read as split %r",
+            folder,
+            str(recorded),
+            split,
         )
-        raise
-    return [Row(i, dict(record)) for i, record in enumerate(dataset, start=1)]
+    return dataset
 
 
 def _read_jsonl(path: PathLike) -> list[Row]:

@@ -1,7 +1,9 @@
 """QATask: benchmark questions graded by answer type (multiple choice, yes/no, math).
 
 Rows come from local ``.jsonl``/``.json``/``.parquet`` files (a glob such as
-``data/validation-*.parquet`` reads several, in name order) or from a Hugging Face dataset.
+``data/validation-*.parquet`` reads several, in name order) or from a Hugging Face dataset:
+a name on the hub or a folder written by ``save_to_disk`` (both need ``pip install
+"thoughtmdp[datasets]"``).
 A preset (:mod:`thoughtmdp.envs.math.qa_presets`) sets the fields, options layout, filters and
 answer type of one benchmark; explicit arguments win over it.
 """
@@ -14,7 +16,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from thoughtmdp.data import Row, is_data_file, load_hf_dataset, read_rows, require_field
+from thoughtmdp.data import (
+    Row,
+    dataset_source,
+    is_data_file,
+    is_saved_dataset,
+    load_hf_dataset,
+    read_rows,
+    require_field,
+)
 from thoughtmdp.envs.math.answer_types import ANSWER_TYPES, Choice, make_verifier
 from thoughtmdp.envs.math.qa_presets import QAPreset, get_preset
 from thoughtmdp.errors import DatasetFieldError
@@ -47,7 +57,8 @@ class QATask(OneSplitTask):
     holds the options, the row's line and its scalar metadata (nested ones as ``a.b``).
 
     Args:
-        data: Data file(s) (a path or a glob) or a Hugging Face dataset name.
+        data: Data file(s) (a path or a glob), a Hugging Face dataset name, or a folder
+            written by ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` holding ``split``).
         preset: A benchmark layout (see :data:`~thoughtmdp.envs.math.qa_presets.PRESETS`).
         answer_type: ``"multiple_choice"``, ``"yes_no"``, ``"math"`` or a registered type;
             required without a preset.
@@ -63,7 +74,8 @@ class QATask(OneSplitTask):
     Raises:
         ValueError: Without an answer type, with a bad ``limit``, or when no row is usable.
         UnknownNameError: For an unknown preset or answer type.
-        DatasetFieldError: If a row lacks a field (the message names file, line, field).
+        DatasetFieldError: If a row lacks a field (the message names the file or dataset
+            and split, the line or record, and the field).
         FileNotFoundError: If ``data`` names files that do not exist.
 
     >>> import json, pathlib, tempfile
@@ -206,27 +218,30 @@ def load_rows(data: str, split: str) -> list[tuple[str, Row]]:
     """The rows of a data file, of every file a glob matches, or of a dataset split.
 
     Args:
-        data: A path, a glob (``*``, ``?``, ``[``) or a Hugging Face dataset name.
+        data: A path, a glob (``*``, ``?``, ``[``), a Hugging Face dataset name or a folder
+            written by ``save_to_disk``.
         split: The split loaded from a dataset.
 
     Returns:
         ``(source, row)`` pairs in order; ``source`` names the file for messages.
 
     Raises:
-        FileNotFoundError: If a glob matches nothing or ``data`` is a folder.
+        FileNotFoundError: If a glob matches nothing or ``data`` is a folder of another kind.
     """
     if any(c in data for c in "*?["):
         paths = sorted(glob.glob(os.path.expanduser(data), recursive=True))
         if not paths:
             raise FileNotFoundError(f"no data files match {data!r}")
         return [(path, row) for path in paths for row in read_rows(path)]
-    if os.path.isdir(data):
+    if not is_saved_dataset(data) and os.path.isdir(data):
         raise FileNotFoundError(
-            f"{data} is a folder; name its data files, e.g. {os.path.join(data, '*.parquet')}"
+            f"{data} is a folder but not one written by save_to_disk; name its data files, "
+            f"e.g. {os.path.join(data, '*.parquet')}"
         )
     if is_data_file(data) or os.path.isfile(data):
         return [(data, row) for row in read_rows(data)]
-    return [(data, row) for row in load_hf_dataset(data, split)]
+    source = dataset_source(data, split)
+    return [(source, row) for row in load_hf_dataset(data, split)]
 
 
 def field_value(row: Mapping[str, Any], key: str, source: str, line: int, hint: str = "") -> Any:

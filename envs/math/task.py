@@ -17,7 +17,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from thoughtmdp.data import Row, is_data_file, load_hf_dataset, read_rows, require_field
+from thoughtmdp.data import (
+    Row,
+    dataset_source,
+    is_data_file,
+    load_hf_dataset,
+    read_rows,
+    require_field,
+)
 from thoughtmdp.errors import DependencyNotInstalled, VerifierTimeout, VerifierUnavailable
 from thoughtmdp.isolation import WorkerCrashed, WorkerPool
 from thoughtmdp.mdp.boxed import last_boxed
@@ -48,6 +55,9 @@ is killed; within ``timeout`` the worker stops the check by itself and stays ali
 class MathTask(OneSplitTask):
     r"""Math problems with a final answer, read from a JSONL/JSON/Parquet file or a dataset.
 
+    A dataset is a Hugging Face hub name or a folder written by ``save_to_disk``
+    (``datasets`` needed: ``pip install "thoughtmdp[datasets]"``).
+
     Gold answers may be bare (``\frac{1}{2}``), in ``$...$``, or a worked solution whose
     last ``\boxed{}`` holds the answer. Rows whose gold answer is empty, or whose
     ``solution`` field (see :data:`SOLUTION_KEYS`) has no ``\boxed{}``, such as proofs, are
@@ -56,11 +66,13 @@ class MathTask(OneSplitTask):
     numbers, such as ``level`` and ``type`` of MATH) and its ``line`` land in the payload.
 
     Args:
-        data: A ``.jsonl``/``.json``/``.parquet`` file, or a Hugging Face dataset name
-            (used when ``data`` is not an existing file and has no data file ending).
+        data: A ``.jsonl``/``.json``/``.parquet`` file, or a Hugging Face dataset: a
+            hub name or a ``save_to_disk`` folder (used when ``data`` is not an existing
+            file and has no data file ending).
         question_key: Field of the problem statement (default ``"problem"``).
         answer_key: Field of the gold answer (default ``"answer"``).
-        split: The split's name; for a dataset also the split to load.
+        split: The split's name; for a dataset also the split to load (a saved
+            ``DatasetDict`` must have it; a saved ``Dataset`` is read whole).
         preset: ``"numinamath"``, ``"math"`` or ``"acereason"``: sets the two keys for
             that dataset's layout; explicit keys win.
         limit: Keep at most this many problems.
@@ -71,8 +83,10 @@ class MathTask(OneSplitTask):
     Raises:
         ValueError: On an unknown preset, a bad ``limit``/``timeout``/``num_workers``, or
             data without a single usable problem.
-        DatasetFieldError: If a row lacks a field (the message names file, line and field).
-        DependencyNotInstalled: If math-verify, or a reader the data needs, is missing.
+        DatasetFieldError: If a row lacks a field (the message names the file or dataset
+            and split, the line or record, and the field).
+        DependencyNotInstalled: If math-verify, or a reader the data needs (``datasets``,
+            ``pyarrow``), is missing.
     """
 
     name = "math"
@@ -104,6 +118,7 @@ class MathTask(OneSplitTask):
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         self.data = os.fspath(data)
+        self.source = self.data  # how messages name the data; a dataset adds its split
         self.splits = (split,)
         self.timeout = timeout
         self.loaded = self._load(split, limit)
@@ -141,6 +156,7 @@ class MathTask(OneSplitTask):
         if is_data_file(self.data) or os.path.isfile(self.data):
             rows = read_rows(self.data)
         else:
+            self.source = dataset_source(self.data, split)
             rows = load_hf_dataset(self.data, split)
         problems: list[Problem] = []
         skipped: list[int] = []
@@ -167,10 +183,10 @@ class MathTask(OneSplitTask):
     def _problem(self, row: Row, split: str, index: int) -> Problem | None:
         hint = "choose fields with question_key=/answer_key= or a preset"
         question = require_field(
-            row.data, self.question_key, path=self.data, line=row.line, hint=hint
+            row.data, self.question_key, path=self.source, line=row.line, hint=hint
         )
         raw = str(
-            require_field(row.data, self.answer_key, path=self.data, line=row.line, hint=hint)
+            require_field(row.data, self.answer_key, path=self.source, line=row.line, hint=hint)
         )
         if self.answer_key in SOLUTION_KEYS and last_boxed(raw) is None:
             return None
