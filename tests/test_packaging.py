@@ -49,4 +49,5 @@ def test_wheel_holds_every_subpackage_and_the_shipped_configs(tmp_path):
     assert packages_on_disk() <= in_wheel
     assert "thoughtmdp/envs/sandbox/runner.py" in names
     assert "thoughtmdp/configs/paper/table5.yaml" in names
+    assert "thoughtmdp/configs/gpu/srpo-math-qwen2.5-1.5b.yaml" in names
     assert "thoughtmdp/suites/paper.yaml" in names

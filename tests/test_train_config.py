@@ -149,6 +149,33 @@ def test_livecodebench_configs_train_the_papers_11_steps(method):
     assert config.learner.max_steps == 11  # one epoch of 383 problems in full batches of 32
 
 
+GPU_RECIPE = "gpu/srpo-math-qwen2.5-1.5b"
+
+
+def test_the_gpu_recipe_is_srpo_on_one_shared_gpu():
+    assert GPU_RECIPE in shipped_configs()
+    config = load_train_config(GPU_RECIPE, [])
+    assert config.model == "Qwen/Qwen2.5-1.5B-Instruct" and method_name(config) == "1x4-self"
+    resolved = resolve(config, Path("runs/x"), "tcp://127.0.0.1:7000")
+    learner, actor = learner_config(resolved), actor_config(resolved, 0)
+    assert config.actors == 1 and learner.device == "cuda" and not learner.deepspeed.enabled
+    assert actor.backend == "vllm" and "tensor_parallel_size" not in actor.engine_options
+    assert actor.engine_options["dtype"] == learner.dtype == "bfloat16"
+    assert 0 < actor.engine_options["gpu_memory_utilization"] <= 0.5  # the rest: the learner
+    prompt, chain = actor.max_prompt_tokens, actor.max_total_tokens
+    assert prompt is not None and chain is not None
+    assert actor.engine_options["max_model_len"] > prompt + chain  # room for the localiser
+    assert (actor.task, actor.task_options["preset"], actor.split) == ("math", "math", "train")
+    assert (actor.in_flight, actor.batch_barrier) == (learner.prompts_per_step, True)
+    assert learner.lora.rank <= 64 and actor.lora_rank == learner.lora.rank
+
+
+def test_the_gpu_recipe_switches_to_grpo_and_rrpo():
+    grpo = load_train_config(GPU_RECIPE, ["actor.episode.presets=[grpo]"])
+    rrpo = load_train_config(GPU_RECIPE, ["actor.episode.presets=[1x4,rrpo]"])
+    assert (method_name(grpo), method_name(rrpo)) == ("grpo8", "1x4-uniform")
+
+
 def test_base_files_merge_and_a_cycle_is_an_error(tmp_path):
     (tmp_path / "a.yaml").write_text("actors: 2\nlearner: {max_steps: 3, optim: {lr: 0.1}}\n")
     (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\nlearner: {{max_steps: 5}}\n")
