@@ -11,7 +11,7 @@ from thoughtmdp.commands import Command
 
 COMMANDS = (
     "tasks", "demo", "eval_code", "eval", "audit", "learner", "actor",
-    "train", "config", "warmstart", "plot",
+    "train", "config", "warmstart", "plot", "export",
 )  # fmt: skip
 """Modules of :mod:`thoughtmdp.commands`, each holding one ``COMMAND``, in ``--help`` order."""
 
