@@ -3,7 +3,12 @@
 Per rollout ``i`` with ``T_i`` active (unmasked) tokens, ``L_i = -(A_i / T_i) sum_t log pi(y_it)``
 and the batch loss is the mean of ``L_i`` over rollouts. A reset rollout's prefix is masked,
 so ``T_i`` counts its suffix only. Variants (token-mean or constant normalisers, PPO clipping,
-truncated importance weights) are picked once by :func:`build_loss`, never inside a step.
+truncated importance weights, a KL penalty towards the base model) are picked once by
+:func:`build_loss`, never inside a step.
+
+Besides the loss, the learner watches how far the policy it trains has moved from the one that
+sampled the tokens (:func:`behaviour_kl`, verl's ``actor/ppo_kl``): the staleness of
+asynchronous actors and any sampler/learner mismatch show up there.
 """
 
 from __future__ import annotations
@@ -154,17 +159,70 @@ class ClippedRatio:
         return terms, {"actor/pg_clipfrac": ((clipped < ratio * a).to(mask.dtype) * mask).sum()}
 
 
+def low_var_kl(logprobs: Tensor, reference_logprobs: Tensor) -> Tensor:
+    """Per-token k3 estimate of ``KL(pi || pi_ref)``: ``r - log r - 1`` with ``r = pi_ref / pi``.
+
+    Non-negative, unbiased for tokens sampled from ``pi``, and lower-variance than
+    ``log pi - log pi_ref`` (J. Schulman, http://joschu.net/blog/kl-approx.html). verl's
+    ``low_var_kl``, clamped as there: ``log r`` to [-20, 20] and the estimate to at most 10.
+
+    Args:
+        logprobs: ``log pi`` of the sampled tokens (gradient flows through these).  # (B, T)
+        reference_logprobs: ``log pi_ref`` of the same tokens.  # (B, T)
+
+    Returns:
+        The estimate at every token.  # (B, T)
+
+    >>> k3 = low_var_kl(torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25])))
+    >>> round(k3.item(), 4)  # r = 1/2: 1/2 + ln 2 - 1
+    0.1931
+    """
+    log_ratio = (reference_logprobs - logprobs).clamp(-20.0, 20.0)  # log r
+    return (log_ratio.exp() - log_ratio - 1).clamp(max=10.0)
+
+
+def behaviour_kl(logprobs: Tensor, behaviour_logprobs: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Two estimates of ``KL(mu || pi)`` from tokens ``mu`` sampled, summed over active tokens.
+
+    ``mu`` is the behaviour policy (the actor's, its log-probabilities on the wire) and ``pi``
+    the current one. Per token, with ``r = pi / mu``: k1 ``= log mu - log pi = -log r``
+    (verl's ``actor/ppo_kl``, old minus current) and k3 ``= r - log r - 1`` (prime-rl's
+    ``mismatch_kl``; non-negative, lower variance). Divide by the active tokens for the means.
+
+    Args:
+        logprobs: ``log pi`` (detached here).  # (B, T)
+        behaviour_logprobs: ``log mu``.  # (B, T)
+        mask: Float mask of the active tokens.  # (B, T)
+
+    Returns:
+        ``{"actor/ppo_kl": sum k1, "actor/mismatch_kl": sum k3}``.
+
+    >>> lp = torch.log(torch.tensor([[0.5, 0.25]]))
+    >>> mu = torch.log(torch.tensor([[0.25, 0.25]]))
+    >>> {k: round(v.item(), 4) for k, v in behaviour_kl(lp, mu, torch.ones(1, 2)).items()}
+    {'actor/ppo_kl': -0.6931, 'actor/mismatch_kl': 0.3069}
+    """
+    log_ratio = (logprobs.detach() - behaviour_logprobs).clamp(-20.0, 20.0)  # (B, T) log r
+    k3 = log_ratio.exp() - log_ratio - 1
+    return {"actor/ppo_kl": (-log_ratio * mask).sum(), "actor/mismatch_kl": (k3 * mask).sum()}
+
+
 @dataclass(frozen=True)
 class PolicyLoss:
-    """A loss built once from its parts: ``-sum_i w_i sum_t objective_it / D``.
+    """A loss built once from its parts: ``-sum_i w_i sum_t (objective_it - beta k3_it) / D``.
+
+    With ``beta = 0`` (the default, the paper's) the penalty term is not computed at all.
 
     Attributes:
         aggregation: How token terms are normalised (``w_i`` and ``D``).
         surrogate: The per-token objective.
+        kl_coef: ``beta``, the weight of the :func:`low_var_kl` penalty towards a reference
+            policy, aggregated as the objective is.
     """
 
     aggregation: Aggregation = field(default_factory=SeqMean)
     surrogate: Surrogate = field(default_factory=PolicyGradient)
+    kl_coef: float = 0.0  # beta
 
     def __call__(
         self,
@@ -173,6 +231,7 @@ class PolicyLoss:
         advantages: Tensor,
         behaviour_logprobs: Tensor | None = None,
         denominator: Tensor | None = None,
+        reference_logprobs: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of a (micro-)batch.
 
@@ -183,21 +242,37 @@ class PolicyLoss:
             behaviour_logprobs: The sampler's log-probabilities, for ratio-based variants.
             denominator: ``D`` of the whole batch when this is one micro-batch of it, so
                 that the micro-batch losses add up to the batch loss.
+            reference_logprobs: ``log pi_ref`` of the tokens, needed when ``kl_coef > 0``.
 
         Returns:
             The scalar loss and metric *sums* over active tokens (detached), with
-            ``actor/pg_loss`` and ``actor/active_tokens``.
+            ``actor/pg_loss``, ``actor/active_tokens``, :func:`behaviour_kl`'s sums (given
+            behaviour log-probabilities) and ``actor/kl_loss`` (with ``kl_coef > 0``; the
+            penalty before ``beta``, aggregated as the loss).
+
+        Raises:
+            ValueError: If ``kl_coef > 0`` and ``reference_logprobs`` is missing.
         """
         mask = loss_mask.to(logprobs.dtype)  # (B, T)
         behaviour = torch.zeros_like(logprobs) if behaviour_logprobs is None else behaviour_logprobs
         terms, sums = self.surrogate(logprobs, behaviour, advantages, mask)  # (B, T)
-        per_rollout = -self.aggregation.row_weights(mask) * (terms * mask).sum(-1)  # (B,)
+        weights = self.aggregation.row_weights(mask)  # (B,) w_i
+        per_rollout = -weights * (terms * mask).sum(-1)  # (B,)
         if denominator is None:
             denominator = self.aggregation.denominator(mask)
         loss = per_rollout.sum() / denominator
         metrics = {k: v.detach() for k, v in sums.items()}
         metrics["actor/pg_loss"] = loss.detach()
         metrics["actor/active_tokens"] = mask.sum()
+        if behaviour_logprobs is not None:
+            metrics.update(behaviour_kl(logprobs, behaviour_logprobs, mask))
+        if self.kl_coef:
+            if reference_logprobs is None:
+                raise ValueError("PolicyLoss with kl_coef > 0 needs reference_logprobs")
+            kl = low_var_kl(logprobs, reference_logprobs)  # (B, T) k3_it
+            kl_loss = (weights * (kl * mask).sum(-1)).sum() / denominator
+            loss = loss + self.kl_coef * kl_loss
+            metrics["actor/kl_loss"] = kl_loss.detach()
         return loss, metrics
 
 
@@ -218,7 +293,7 @@ def build_loss(settings: LossSettings) -> PolicyLoss:
         surrogate = ClippedRatio(settings.clip_eps)
     elif settings.is_cap is not None:
         surrogate = TruncatedImportance(settings.is_cap)
-    return PolicyLoss(aggregation, surrogate)
+    return PolicyLoss(aggregation, surrogate, settings.kl_coef)
 
 
 def gradient_signal(logprobs: Tensor, loss_mask: Tensor, advantages: Tensor) -> Tensor:

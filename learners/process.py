@@ -95,7 +95,7 @@ class LearnerLoop:
                 source or self._receiver(), config.prompts_per_step, config.max_lag,
                 config.stale == "skip", self.consumed, self.stop,
             )  # fmt: skip
-            self.log = MetricsLog(config.run_dir)
+            self.log = MetricsLog.for_config(config)
             self.episode_log = EpisodeLog(config.run_dir)
 
     def _receiver(self) -> EpisodeSource:

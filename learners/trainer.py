@@ -5,10 +5,16 @@ A step takes ``prompts_per_step`` episodes, splits them into mini-batches of
 is exactly the loss of :mod:`thoughtmdp.learners.loss` over all of its rollouts, however it is
 split into micro-batches and ranks: every micro-batch divides by the whole mini-batch's
 normaliser, and the rank count undoes DeepSpeed's gradient averaging.
+
+Each forward pass also yields the policy's entropy on the trained tokens and its KL from the
+behaviour policy (``actor/entropy``, ``actor/ppo_kl``). With ``loss.kl_coef > 0`` a second,
+gradient-free pass of the same tokens through the base model (the adapter switched off) gives
+the reference log-probabilities of the KL penalty; with 0 that pass never runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,8 +28,15 @@ from thoughtmdp.episodes.metrics import episode_metrics
 from thoughtmdp.learners.batching import MicroBatch, PaddedBatch, plan_microbatches, row_kinds
 from thoughtmdp.learners.loss import PolicyLoss, build_loss, gradient_signal
 from thoughtmdp.learners.model.engine import Engine, build_engine
-from thoughtmdp.learners.model.policy import cache_argument, load_policy, token_logprobs
-from thoughtmdp.learners.model.shared_prefix import shared_prefix_logprobs
+from thoughtmdp.learners.model.policy import (
+    TokenScores,
+    base_policy,
+    cache_argument,
+    load_policy,
+    token_logprobs,
+    token_scores,
+)
+from thoughtmdp.learners.model.shared_prefix import shared_prefix_logprobs, shared_prefix_scores
 from thoughtmdp.settings.learner import LearnerConfig
 from thoughtmdp.types import Episode
 
@@ -33,6 +46,10 @@ SUMS = (
     "actor/active_tokens",
     "actor/pg_clipfrac",
     "actor/is_weight/mean",
+    "actor/entropy",
+    "actor/ppo_kl",
+    "actor/mismatch_kl",
+    "actor/kl_loss",
     "signal/base_sum",
     "signal/base_count",
     "signal/reset_sum",
@@ -76,7 +93,7 @@ class Trainer:
             for key, value in sums.items():
                 totals[key] += value
         self.steps += 1
-        metrics = _summarise(totals, len(chunks))
+        metrics = _summarise(totals, len(chunks), _has_behaviour(batch), self.loss.kl_coef)
         metrics["actor/lr"] = lr
         metrics["timing_s/update_actor"] = time.perf_counter() - start
         metrics.update(batch_metrics(batch))
@@ -89,8 +106,11 @@ class Trainer:
         is_reset = torch.from_numpy(row_kinds(batch) == "reset")  # (B,)
         mask = tensors["loss_mask"].float()  # (B, T)
         denominator = self.loss.aggregation.denominator(mask)
+        planned = arrays
+        if self.loss.kl_coef:  # the penalty has a gradient on zero-advantage rollouts too
+            planned = dataclasses.replace(arrays, advantages=np.ones_like(arrays.advantages))
         plans = plan_microbatches(
-            arrays,
+            planned,
             self.engine.world_size,
             self.config.rollouts_per_microbatch,
             self.config.shared_prefix,
@@ -100,31 +120,50 @@ class Trainer:
         for i, micro in enumerate(plan):
             rows = torch.tensor(micro.rows, device=self.engine.device)
             part = {k: v[rows][:, : micro.width] for k, v in tensors.items() if v.dim() == 2}
-            logprobs = self._logprobs(part, micro)  # (b, W)
+            advantages = tensors["advantages"][rows]  # (b,)
+            reference = self._reference_logprobs(part, micro) if self.loss.kl_coef else None
+            scores = self._scores(part, micro)  # (b, W) each
             loss, metrics = self.loss(
-                logprobs,
+                scores.logprobs,
                 part["loss_mask"],
-                tensors["advantages"][rows],
+                advantages,
                 part["behaviour_logprobs"],
                 denominator,
+                reference,
             )
             self.engine.backward(loss * micro.weight * self.engine.world_size, i == len(plan) - 1)
             if micro.weight:
-                signal = gradient_signal(logprobs, part["loss_mask"], tensors["advantages"][rows])
-                sums += _sum_vector(metrics, signal.cpu(), is_reset[rows.cpu()])
+                metrics["actor/entropy"] = (scores.entropy * part["loss_mask"]).sum()
+                signal = gradient_signal(scores.logprobs, part["loss_mask"], advantages)
+                trained = (advantages != 0).cpu()
+                sums += _sum_vector(metrics, signal.cpu(), is_reset[rows.cpu()], trained)
         grad_norm = self.engine.step()
         reduced = self.engine.all_reduce(sums).tolist()
         result = dict(zip(SUMS, reduced, strict=True))
         result["actor/grad_norm"] = grad_norm
         return result
 
-    def _logprobs(self, part: dict[str, Tensor], micro: MicroBatch) -> Tensor:
+    def _scores(self, part: dict[str, Tensor], micro: MicroBatch) -> TokenScores:
         temperature = self.config.loss.temperature
         if micro.shared:
-            return shared_prefix_logprobs(
+            return shared_prefix_scores(
                 self.engine, part["input_ids"], micro.first_target, temperature, self.cache_argument
             )
-        return token_logprobs(self.engine, part["input_ids"], temperature, micro.first_target)
+        return token_scores(self.engine, part["input_ids"], temperature, micro.first_target)
+
+    def _reference_logprobs(self, part: dict[str, Tensor], micro: MicroBatch) -> Tensor:
+        """``log pi_ref``: the same forward pass through the base model, without gradient."""
+        temperature = self.config.loss.temperature
+        with base_policy(self.engine.model):
+            if micro.shared:
+                return shared_prefix_logprobs(
+                    self.engine,
+                    part["input_ids"],
+                    micro.first_target,
+                    temperature,
+                    self.cache_argument,
+                )
+            return token_logprobs(self.engine, part["input_ids"], temperature, micro.first_target)
 
 
 def _to_tensors(arrays: TrainingArrays, device: torch.device) -> dict[str, Tensor]:
@@ -136,10 +175,12 @@ def _to_tensors(arrays: TrainingArrays, device: torch.device) -> dict[str, Tenso
     }
 
 
-def _sum_vector(metrics: dict[str, Tensor], signal: Tensor, is_reset: Tensor) -> Tensor:
-    """The micro-batch's contribution to :data:`SUMS`."""
+def _sum_vector(
+    metrics: dict[str, Tensor], signal: Tensor, is_reset: Tensor, trained: Tensor
+) -> Tensor:
+    """The micro-batch's contribution to :data:`SUMS` (signal over rollouts with ``A_i != 0``)."""
     values = {k: float(v) for k, v in metrics.items()}
-    base = ~is_reset
+    base, is_reset = ~is_reset & trained, is_reset & trained
     values["signal/base_sum"] = float(signal[base].sum())
     values["signal/base_count"] = float(base.sum())
     values["signal/reset_sum"] = float(signal[is_reset].sum())
@@ -147,7 +188,9 @@ def _sum_vector(metrics: dict[str, Tensor], signal: Tensor, is_reset: Tensor) ->
     return torch.tensor([values.get(k, 0.0) for k in SUMS], dtype=torch.float64)
 
 
-def _summarise(totals: dict[str, float], minibatch_count: int) -> dict[str, float]:
+def _summarise(
+    totals: dict[str, float], minibatch_count: int, has_behaviour: bool, kl_coef: float
+) -> dict[str, float]:
     """Per-step metrics from the sums over mini-batches and ranks."""
     metrics = {
         "actor/pg_loss": totals["actor/pg_loss"] / minibatch_count,
@@ -157,6 +200,14 @@ def _summarise(totals: dict[str, float], minibatch_count: int) -> dict[str, floa
     for key in ("actor/pg_clipfrac", "actor/is_weight/mean"):
         if totals[key]:
             metrics[key] = totals[key] / tokens
+    if totals["actor/active_tokens"]:
+        metrics["actor/entropy"] = totals["actor/entropy"] / tokens
+        if has_behaviour:  # without the sampler's log-probabilities there is nothing to compare
+            metrics["actor/ppo_kl"] = totals["actor/ppo_kl"] / tokens
+            metrics["actor/mismatch_kl"] = totals["actor/mismatch_kl"] / tokens
+    if kl_coef:
+        metrics["actor/kl_loss"] = totals["actor/kl_loss"] / minibatch_count
+        metrics["actor/kl_coef"] = kl_coef
     for kind in ("base", "reset"):
         if totals[f"signal/{kind}_count"]:
             metrics[f"signal/{kind}_mean"] = (
@@ -165,6 +216,12 @@ def _summarise(totals: dict[str, float], minibatch_count: int) -> dict[str, floa
     if metrics.get("signal/base_mean") and "signal/reset_mean" in metrics:
         metrics["signal/reset_to_base"] = metrics["signal/reset_mean"] / metrics["signal/base_mean"]
     return metrics
+
+
+def _has_behaviour(batch: PaddedBatch) -> bool:
+    """Whether any trained token carries a behaviour log-probability (0 means not reported)."""
+    arrays = batch.arrays
+    return bool(np.any(arrays.behaviour_logprobs[arrays.loss_mask] != 0))
 
 
 def batch_metrics(batch: PaddedBatch) -> dict[str, float]:

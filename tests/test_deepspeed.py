@@ -64,7 +64,7 @@ def batch():
     return [random_episode(rng, f"p{i}", 400, prompt_tokens=16, thought_tokens=6) for i in range(4)]
 
 
-def settings(model_dir, zero_stage=None, shared_prefix=False):
+def settings(model_dir, zero_stage=None, shared_prefix=False, kl_coef=0.0):
     return {
         "model": str(model_dir),
         "shared_prefix": shared_prefix,
@@ -75,6 +75,7 @@ def settings(model_dir, zero_stage=None, shared_prefix=False):
         "prompts_per_minibatch": 2,
         "rollouts_per_microbatch": 3,  # several micro-batches per rank and mini-batch
         "deepspeed": {"zero_stage": zero_stage},
+        "loss": {"kl_coef": kl_coef},  # > 0: a reference pass with the adapter off, per rank
     }
 
 
@@ -100,13 +101,20 @@ def rank_env(rank, port):
     return env
 
 
-@pytest.mark.parametrize(("zero_stage", "shared_prefix"), [(2, False), (3, True)])
-def test_two_cpu_ranks_match_one_process(tiny_model_dir, tmp_path, zero_stage, shared_prefix):
+@pytest.mark.parametrize(
+    ("zero_stage", "shared_prefix", "kl_coef"), [(2, False, 0.0), (3, True, 0.0), (3, True, 0.5)]
+)
+def test_two_cpu_ranks_match_one_process(
+    tiny_model_dir, tmp_path, zero_stage, shared_prefix, kl_coef
+):
     from thoughtmdp.learners import build_trainer
     from thoughtmdp.settings.convert import from_dict
     from thoughtmdp.settings.learner import LearnerConfig
 
-    arguments = [json.dumps(settings(tiny_model_dir, zero_stage, shared_prefix)), str(tmp_path)]
+    arguments = [
+        json.dumps(settings(tiny_model_dir, zero_stage, shared_prefix, kl_coef)),
+        str(tmp_path),
+    ]
     port = free_port()
     ranks = [
         subprocess.Popen(
@@ -119,7 +127,8 @@ def test_two_cpu_ranks_match_one_process(tiny_model_dir, tmp_path, zero_stage, s
     ]
     codes = [r.wait(timeout=500) for r in ranks]
     assert codes == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
-    single = build_trainer(from_dict(LearnerConfig, settings(tiny_model_dir)))  # naive forward
+    naive = settings(tiny_model_dir, kl_coef=kl_coef)  # one process, the naive forward
+    single = build_trainer(from_dict(LearnerConfig, naive))
     single_losses = [single.step(single.pad(batch()))["actor/pg_loss"] for _ in range(4)]
     losses = [json.loads((tmp_path / f"losses{r}.json").read_text()) for r in (0, 1)]
     assert losses[0] == losses[1]

@@ -7,6 +7,7 @@ Defaults follow the paper's Table 5: LoRA r=64, alpha=64; AdamW lr 5e-5 constant
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,11 @@ from thoughtmdp.transport.security import CurveServer
 
 Aggregation = Literal["seq-mean", "token-mean", "dr-grpo"]
 Schedule = Literal["constant", "linear", "cosine"]
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio"]
+TRACKERS: tuple[Tracker, ...] = ("tensorboard", "wandb", "mlflow", "trackio")
+# Trackers whose package comes with an extra of the same name (TensorBoard is in the base
+# install's torch, and without its package the learner only warns).
+TRACKER_EXTRAS = ("wandb", "mlflow", "trackio")
 # Changing these between a checkpoint and its resume would load the wrong weights.
 RESUME_KEYS = ("model", "lora", "dtype")
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -81,6 +87,9 @@ class LossSettings:
         temperature: The learner's log-probabilities are ``log_softmax(logits / temperature)``;
             set it to the actors' sampling temperature so that ``pi`` is the distribution
             the tokens were drawn from. Top-p truncation is not reproduced here.
+        kl_coef: Weight ``beta`` of a per-token k3 penalty ``KL(pi || pi_ref)`` towards the
+            base model (the adapter switched off), added to the loss on the trained tokens
+            and aggregated as the policy loss (0: off, no reference forward pass; the paper's).
     """
 
     aggregation: Aggregation = "seq-mean"
@@ -88,6 +97,7 @@ class LossSettings:
     clip_eps: float | None = None
     is_cap: float | None = None  # C
     temperature: float = 0.7
+    kl_coef: float = 0.0  # beta
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,28 @@ class DeepSpeedSettings:
     def enabled(self) -> bool:
         """Whether the learner runs a DeepSpeed engine."""
         return self.zero_stage is not None or self.config_file is not None
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where the experiment trackers of ``report_to`` file the run.
+
+    Attributes:
+        project: The W&B project, MLflow experiment and trackio project of the run.
+        run_name: The run's name in the trackers (``None``: the run folder's name).
+        wandb_mode: ``online``, ``offline`` or ``disabled`` (``None``: ``WANDB_MODE``,
+            else W&B's default, online).
+        wandb_entity: The W&B user or team (``None``: ``WANDB_ENTITY`` or your default).
+        mlflow_tracking_uri: The MLflow tracking server or store, e.g. ``http://host:5000``
+            or ``file:/path/mlruns`` (``None``: ``MLFLOW_TRACKING_URI``, else MLflow's
+            default, ``mlflow.db`` in the working folder).
+    """
+
+    project: str = "thoughtmdp"
+    run_name: str | None = None
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    wandb_entity: str | None = None
+    mlflow_tracking_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +183,11 @@ class LearnerConfig:
         optim: The optimiser.
         loss: The loss.
         deepspeed: DeepSpeed, when the learner runs as several processes.
+        report_to: Experiment trackers that get every step's metrics besides
+            ``metrics.jsonl``: any of ``tensorboard``, ``wandb``, ``mlflow``, ``trackio``
+            (``[]``: none). W&B, MLflow and trackio need their extra, e.g.
+            ``pip install "thoughtmdp[wandb]"``.
+        tracking: Project, run name and tracker-specific options of ``report_to``.
     """
 
     model: str = ""
@@ -179,12 +216,16 @@ class LearnerConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
+    report_to: tuple[Tracker, ...] = ("tensorboard",)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     def __post_init__(self) -> None:
         _check_positive(self, ("window", "prompts_per_step", "prompts_per_minibatch"))
         _check_positive(self, ("rollouts_per_microbatch", "keep_checkpoints"))
         _check_positive(self.lora, ("rank", "alpha"), "lora.")
         _check_positive(self.loss, ("temperature", "dr_grpo_tokens"), "loss.")
+        if not self.loss.kl_coef >= 0:
+            raise ConfigError(f"loss.kl_coef: expected 0 or more, got {self.loss.kl_coef!r}")
         if self.prompts_per_step % self.prompts_per_minibatch:
             raise ConfigError(
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
@@ -197,6 +238,7 @@ class LearnerConfig:
         if (self.curve_secret is None) != (self.curve_authorized is None):
             raise ConfigError("set both curve_secret and curve_authorized, or neither")
         _check_schedule(self)
+        _check_report_to(self.report_to)
         stage = self.deepspeed.zero_stage
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
@@ -220,6 +262,31 @@ def _check_schedule(config: LearnerConfig) -> None:
         )
 
 
+def _check_report_to(report_to: Any) -> None:
+    allowed = ", ".join(TRACKERS)
+    if isinstance(report_to, str) or not isinstance(report_to, tuple | list):
+        raise ConfigError(f"report_to: expected a list of {allowed}; got {report_to!r}")
+    for name in report_to:
+        if name not in TRACKERS:
+            raise ConfigError(f"report_to: expected a list of {allowed}; got {name!r}")
+    if len(set(report_to)) != len(report_to):
+        raise ConfigError(f"report_to: names a tracker twice: {list(report_to)}")
+
+
+def check_trackers(config: LearnerConfig) -> None:
+    """Check that the package of every tracker in ``report_to`` is installed.
+
+    Raises:
+        ConfigError: Naming the tracker and the extra that installs it.
+    """
+    for name in config.report_to:
+        if name in TRACKER_EXTRAS and importlib.util.find_spec(name) is None:
+            raise ConfigError(
+                f"report_to: {name} is not installed; install it with: "
+                f'pip install "thoughtmdp[{name}]"'
+            )
+
+
 def _check_positive(section: Any, names: tuple[str, ...], prefix: str = "") -> None:
     for name in names:
         value = getattr(section, name)
@@ -231,13 +298,15 @@ def check_ready(config: LearnerConfig) -> None:
     """Checks that need the file system (run before starting the learner).
 
     Raises:
-        ConfigError: Without a model path, or with a missing DeepSpeed config file.
+        ConfigError: Without a model path, with a missing DeepSpeed config file, or with a
+            tracker in ``report_to`` whose package is not installed.
     """
     if not config.model:
         raise ConfigError("model: set the path of the base model, e.g. model=/models/Qwen2.5")
     file = config.deepspeed.config_file
     if file is not None and not Path(file).is_file():
         raise ConfigError(f"deepspeed.config_file: {file} does not exist")
+    check_trackers(config)
 
 
 def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:

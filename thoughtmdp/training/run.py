@@ -19,6 +19,7 @@ from typing import Any
 from thoughtmdp.runs.files import CONFIG_FILE, HELDOUT_FILE, SUMMARY_FILE
 from thoughtmdp.runs.progress import Progress
 from thoughtmdp.runs.summary import heldout_record, print_summary, sampled_text, write_summary
+from thoughtmdp.settings.learner import check_trackers
 from thoughtmdp.settings.train import (
     TrainConfig,
     actor_config,
@@ -46,8 +47,10 @@ def train(config: TrainConfig, console: Any) -> dict[str, Any]:
         The summary (also written to ``run_dir/summary.json``).
 
     Raises:
+        ConfigError: If a tracker of ``learner.report_to`` is not installed.
         ProcessFailed: If the learner or an actor died.
     """
+    check_trackers(config.learner)
     run_dir = Path(config.run_dir or default_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve(config, run_dir, _bind(config))
@@ -73,12 +76,22 @@ def train(config: TrainConfig, console: Any) -> dict[str, Any]:
         from thoughtmdp.runs.plots import plot_runs
 
         summary["plots"] = [str(p) for p in plot_runs([run_dir], run_dir / "plots")]
+        _plots_to_trackers(run_dir, summary["plots"], console)
         timings["plots_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started
     summary["timings"] = {k: round(v, 1) for k, v in timings.items()}
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary, console)
     return summary
+
+
+def _plots_to_trackers(run_dir: Path, plots: list[str], console: Any) -> None:
+    """Add the plots to the experiment-tracker runs the learner opened (``trackers.json``)."""
+    from thoughtmdp.learners.trackers import log_plots
+
+    trackers = log_plots(run_dir, [Path(p) for p in plots])
+    if trackers:
+        console.print(f"plots added to the {', '.join(trackers)} run(s)")
 
 
 def _bind(config: TrainConfig) -> str | None:
