@@ -142,8 +142,12 @@ class TensorBoardTracker(Tracker):
         self.writer.close()
 
 
-class WandbTracker(Tracker):
-    """A W&B run; its files go to ``run_dir/wandb`` (offline runs sync with ``wandb sync``)."""
+class RunTracker(Tracker):
+    """A W&B or trackio run: both have ``log(metrics, step=)`` and ``finish()``.
+
+    W&B's files go to ``run_dir/wandb`` (offline runs sync with ``wandb sync``); trackio's
+    project is local SQLite, or the Space of ``TRACKIO_SPACE_ID``.
+    """
 
     def __init__(self, run: Any) -> None:
         self.run = run
@@ -172,7 +176,7 @@ def _open_wandb(
     )
     mode = "disabled" if run.disabled else "offline" if run.offline else "online"
     record = {"id": run.id, "project": settings.project, "entity": settings.wandb_entity}
-    return WandbTracker(run), {**record, "mode": mode, "dir": str(run_dir.resolve())}
+    return RunTracker(run), {**record, "mode": mode, "dir": str(run_dir.resolve())}
 
 
 def _wandb_plots(record: dict[str, Any], plots: list[Path]) -> None:
@@ -240,19 +244,6 @@ def _mlflow_plots(record: dict[str, Any], plots: list[Path]) -> None:
         client.log_artifact(record["run_id"], str(path), "plots")
 
 
-class TrackioTracker(Tracker):
-    """A trackio run (a local SQLite project, or the Space of ``TRACKIO_SPACE_ID``)."""
-
-    def __init__(self, run: Any) -> None:
-        self.run = run
-
-    def log(self, step: int, metrics: Mapping[str, float]) -> None:  # noqa: D102
-        self.run.log(dict(metrics), step=step)
-
-    def close(self) -> None:  # noqa: D102
-        self.run.finish()
-
-
 def _open_trackio(
     run_dir: Path, settings: TrackingSettings, params: dict[str, Any], saved: Any
 ) -> tuple[Tracker, dict[str, Any]]:
@@ -268,7 +259,7 @@ def _open_trackio(
         auto_log_cpu=False,  # the metrics are the learner's; no background sampling
         auto_log_gpu=False,
     )
-    return TrackioTracker(run), {"project": settings.project, "name": run.name}
+    return RunTracker(run), {"project": settings.project, "name": run.name}
 
 
 def _trackio_plots(record: dict[str, Any], plots: list[Path]) -> None:
