@@ -186,7 +186,7 @@ VLLM_SCORE = textwrap.dedent(
     params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
     (output,) = llm.generate(TokensPrompt(prompt_token_ids=ids), params)
     steps = output.prompt_logprobs[1:]
-    print("LOGPROBS", json.dumps([step[t].logprob for t, step in zip(ids[1:], steps)]))
+    print("LOGPROBS", json.dumps([step[t].logprob for t, step in zip(ids[1:], steps)]), flush=True)
     """
 )
 
@@ -205,7 +205,9 @@ def test_the_merged_model_loads_in_vllm_and_scores_as_transformers_does(merged, 
         cwd=tmp_path,
     )
     print(f"vLLM loaded and scored the merged model in {time.monotonic() - started:.0f} s")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # vLLM's CPU engine can abort the interpreter's exit after the work is done
+    aborted_at_exit = "terminate called without an active exception" in result.stderr
+    assert result.returncode == 0 or aborted_at_exit, result.stderr[-3000:]
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("LOGPROBS ")]
     scored = torch.tensor(json.loads(line.removeprefix("LOGPROBS ")))
     expected = log_probs(AutoModelForCausalLM.from_pretrained(merged).eval(), IDS)

@@ -147,7 +147,9 @@ def test_plots_reach_the_runs_the_learner_recorded(tmp_path, offline):
     image = wandb_history(run_dir)[-1]  # an image is logged as nested keys
     assert image["plots/heldout/_type"] == "image-file"
     assert image["plots/heldout/path"].endswith(".png")
-    ids = {p.name.split("-")[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    # offline-run-<date>_<time>-<id>, with a -<n> suffix when two starts share a second
+    folders = (run_dir / "wandb").glob("offline-run-*")
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-(\w+?)(-\d+)?", p.name)[1] for p in folders}
     assert ids == {records["wandb"]["id"]}  # the plots went to the same run
 
 
