@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
+
+import pytest
+
+import thoughtmdp as thoughtmdp_package
+from thoughtmdp.commands import DEBUG_ENV, Command
 
 
 def thoughtmdp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,3 +39,26 @@ def test_unknown_command_is_a_usage_error():
     out = thoughtmdp("trian")
     assert out.returncode == 2
     assert "invalid choice: 'trian'" in out.stderr
+
+
+def test_version():
+    out = thoughtmdp("--version")
+    assert out.returncode == 0 and out.stdout == f"thoughtmdp {thoughtmdp_package.__version__}\n"
+
+
+def failing(args: argparse.Namespace) -> int:
+    raise KeyError("no such entry")
+
+
+def test_an_unexpected_error_is_one_line_unless_debugging(capsys, monkeypatch):
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    command = Command("boom", help="fails", run=failing)
+    assert command(argparse.Namespace(debug=False)) == 1
+    assert capsys.readouterr().err == (
+        "thoughtmdp boom: KeyError: 'no such entry' (thoughtmdp --debug shows the traceback)\n"
+    )
+    with pytest.raises(KeyError):
+        command(argparse.Namespace(debug=True))
+    monkeypatch.setenv(DEBUG_ENV, "1")  # how the processes a command starts inherit --debug
+    with pytest.raises(KeyError):
+        command(argparse.Namespace(debug=False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import types
@@ -44,6 +45,34 @@ def test_malformed_jsonl_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.jsonl"
     path.write_text('{"a": 1}\n{"a": \n', encoding="utf-8")
     with pytest.raises(DatasetFieldError, match=r"broken\.jsonl, line 2: not valid JSON"):
+        read_rows(path)
+
+
+END_OF_LINE = (
+    "Expecting ',' delimiter at the end of the line: is a closing brace, bracket or comma missing?"
+)
+
+
+def test_a_jsonl_line_missing_its_brace_is_reported_at_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"q": "1+1", "a": "2"}\n{"q": "2+2", "a": "4"\n{"q": "3"}\n')
+    message = (
+        f"{path}, line 2: not valid JSON ({END_OF_LINE}); each line of a JSONL file must hold "
+        "one JSON object"
+    )
+    with pytest.raises(DatasetFieldError, match=f"^{re.escape(message)}$"):
+        read_rows(path)
+
+
+def test_a_json_list_missing_a_brace_names_the_broken_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('[\n  {"q": "1+1", "a": "2"},\n  {"q": "2+2", "a": "4"\n\n  {"q": "3"}\n]\n')
+    message = f"{path}, line 3: not valid JSON ({END_OF_LINE})"
+    with pytest.raises(DatasetFieldError, match=f"^{re.escape(message)}$"):
+        read_rows(path)
+    path.write_text('[{"q": 1}, {"q" 2}]')
+    message = f"{path}, line 1: not valid JSON (Expecting ':' delimiter at column 17)"
+    with pytest.raises(DatasetFieldError, match=f"^{re.escape(message)}$"):
         read_rows(path)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from thoughtmdp.errors import ConfigError
 from thoughtmdp.settings.convert import from_dict, to_dict
-from thoughtmdp.settings.loader import apply_overrides, load
+from thoughtmdp.settings.loader import apply_overrides, load, parse_override
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,3 +93,43 @@ def test_file_errors_name_the_file(tmp_path):
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         apply_overrides(Run(), [override])
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    optim: Optim = dataclasses.field(default_factory=lambda: Optim(lr=2e-4, schedule="cosine"))
+    options: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def test_a_file_keeps_the_defaults_of_a_section_it_only_touches(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  betas: [0.8, 0.9]\n")
+    assert load(Tuned, path).optim == Optim(2e-4, (0.8, 0.9), "cosine")
+
+
+@pytest.mark.parametrize(
+    ("override", "options"),
+    [
+        ("options={size:500}", {"size": 500}),
+        ("options={size: 500}", {"size": 500}),
+        ("options={a:1,b:2}", {"a": 1, "b": 2}),
+        ("options={}", {}),
+    ],
+)
+def test_a_flow_mapping_without_spaces_is_a_mapping(override, options):
+    assert apply_overrides(Tuned(), [override]).options == options
+
+
+def test_flow_values_keep_colons_inside_them():
+    assert parse_override("{url:http://x:8080/a, t:'a: b', n:{m:[1, 2]}}") == {
+        "url": "http://x:8080/a",
+        "t": "a: b",
+        "n": {"m": [1, 2]},
+    }
+    assert parse_override("a:b") == "a:b"  # not a mapping: a string, as YAML reads it
+
+
+def test_an_override_that_is_not_yaml_names_its_key():
+    message = "options: value '{size:[500}' is not valid YAML (while parsing a flow sequence)"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        apply_overrides(Tuned(), ["options={size:[500}"])

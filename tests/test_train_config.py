@@ -17,6 +17,7 @@ from thoughtmdp.settings.train import (
     FREE_PORT,
     TrainConfig,
     actor_config,
+    default_run_dir,
     learner_config,
     method_name,
     resolve,
@@ -128,7 +129,7 @@ def test_every_shipped_config_validates(name):
 
 
 def test_paper_configs_carry_table_5():
-    config = load_train_config("paper/srpo-numinamath-olmo3-7b", [])
+    config = load_config("train", "paper/srpo-numinamath-olmo3-7b", [])
     learner, actor = config.learner, config.actor
     assert (learner.lora.rank, learner.lora.alpha, learner.optim.lr) == (64, 64, 5e-5)
     assert (learner.prompts_per_step, learner.prompts_per_minibatch) == (32, 8)
@@ -139,13 +140,13 @@ def test_paper_configs_carry_table_5():
     )
     assert actor.max_thoughts == 20 and actor.episode.resolve().suffix_group_size == 4
     assert actor.engine_options["tensor_parallel_size"] == 2
-    assert method_name(load_train_config("paper/grpo-numinamath-olmo3-7b", [])) == "grpo8"
+    assert method_name(load_config("train", "paper/grpo-numinamath-olmo3-7b", [])) == "grpo8"
     assert (actor.max_prompt_tokens, actor.max_total_tokens) == (2048, 4096)
 
 
 @pytest.mark.parametrize("method", ["grpo", "rrpo", "srpo"])
 def test_livecodebench_configs_train_the_papers_11_steps(method):
-    config = load_train_config(f"paper/{method}-lcb-medium-olmo3-7b", [])
+    config = load_config("train", f"paper/{method}-lcb-medium-olmo3-7b", [])
     assert config.learner.max_steps == 11  # one epoch of 383 problems in full batches of 32
 
 
@@ -190,3 +191,40 @@ def test_the_learner_command_reads_the_multinode_recipe(capsys):
     assert main(["config", "show", "-c", "multinode/learner"]) == 0
     out = capsys.readouterr().out
     assert "zero_stage: 3" in out and "allow_remote: true" in out
+
+
+def test_a_file_setting_one_learner_key_keeps_the_tuned_defaults(tmp_path):
+    path = tmp_path / "my_run.yaml"
+    path.write_text("learner:\n  checkpoint_every: 7\n")
+    learner = load_train_config(str(path), []).learner
+    assert learner.checkpoint_every == 7
+    assert (learner.bind, learner.lora.rank, learner.optim.schedule) == (FREE_PORT, 16, "cosine")
+    assert (learner.max_steps, learner.prompts_per_step, learner.optim.lr) == (140, 16, 2e-4)
+
+
+def test_train_help_and_config_show_give_the_values_train_uses(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    used = load_train_config(None, [])
+    for line in (
+        f"learner.prompts_per_step = {used.learner.prompts_per_step}:",
+        f"learner.lora.rank = {used.learner.lora.rank}:",
+        f"learner.optim.lr = {used.learner.optim.lr!r}:",
+        f"actor.sampling.max_tokens = {used.actor.sampling.max_tokens}:",
+        "learner.bind = 'tcp://127.0.0.1:0':",
+        "actor.lora_rank = from learner.lora.rank:",
+    ):
+        assert f"\n  {line}" in help_text
+    assert "learner.prompts_per_step = 16:" in help_text and "rank = 64" not in help_text
+    assert main(["config", "show"]) == 0
+    shown = capsys.readouterr().out
+    assert "prompts_per_step: 16\n" in shown and "max_tokens: 24\n" in shown
+
+
+def test_default_run_folders_are_unique_within_a_second():
+    config = load_train_config(None, [])
+    folders = {default_run_dir(config) for _ in range(50)}
+    assert len(folders) == 50
+    name = next(iter(folders)).name
+    assert re.fullmatch(r"\d{8}-\d{6}\.\d{3}-[0-9a-f]{4}-1x4-self", name), name

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-from thoughtmdp.commands import Command
+from thoughtmdp import __version__
+from thoughtmdp.commands import DEBUG_ENV, Command
 
 COMMANDS = (
     "tasks", "demo", "eval_code", "eval", "audit", "learner", "actor",
@@ -28,6 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="thoughtmdp",
         description="RL post-training of language models with resets to earlier reasoning steps.",
     )
+    parser.add_argument("--version", action="version", version=f"thoughtmdp {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=(
+            "show the full traceback of an error (by default: one line naming the cause); "
+            f"the processes a command starts inherit it as ${DEBUG_ENV}=1"
+        ),
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in commands():
         command.register(subparsers)
@@ -37,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"
     command: Command = args.command_to_run
     return command(args)
 

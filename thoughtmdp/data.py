@@ -234,10 +234,10 @@ def _read_jsonl(path: PathLike) -> list[Row]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                record = json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise DatasetFieldError(
-                    f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                    f"{path}, line {number}: not valid JSON ({_json_error(exc)}); "
                     "each line of a JSONL file must hold one JSON object"
                 ) from None
             rows.append(Row(number, _as_record(record, path, number)))
@@ -246,18 +246,50 @@ def _read_jsonl(path: PathLike) -> list[Row]:
 
 def _read_json(path: PathLike) -> list[Row]:
     with open(path, encoding="utf-8") as file:
-        try:
-            records = json.load(file)
-        except json.JSONDecodeError as exc:
-            raise DatasetFieldError(
-                f"{path}, line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
+        text = file.read()
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = _broken_line(exc)
+        raise DatasetFieldError(
+            f"{path}, line {line}: not valid JSON ({_json_error(exc)})"
+        ) from None
     if not isinstance(records, list):
         raise DataFormatError(
             f"{path}: a .json data file must hold a list of objects, got a "
             f"{type(records).__name__}; write one object per line to a .jsonl file instead"
         )
     return [Row(i, _as_record(r, path, i)) for i, r in enumerate(records, start=1)]
+
+
+def _broken_line(exc: json.JSONDecodeError) -> int:
+    r"""The line to blame: where a missing ``,``/``}``/``]`` belonged, not where it was noticed.
+
+    When the parser stops at the first character of a line, what it expected was missing
+    at the end of the last non-blank line before it.
+
+    >>> try:
+    ...     json.loads('[\n {"a": 1\n\n {"a": 2}\n]')
+    ... except json.JSONDecodeError as exc:
+    ...     (exc.lineno, _broken_line(exc))
+    (4, 2)
+    """
+    lines = exc.doc[: exc.pos].split("\n")
+    if lines[-1].strip() or len(lines) == 1:
+        return exc.lineno
+    number = len(lines) - 1
+    while number > 1 and not lines[number - 1].strip():
+        number -= 1
+    return number
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    """``json``'s reason and where: a column, or the end of the line (a missing ``}``)."""
+    before = exc.doc[: exc.pos].split("\n")[-1]
+    after = exc.doc[exc.pos :].split("\n")[0]
+    if (exc.lineno > 1 and not before.strip()) or not after.strip():
+        return f"{exc.msg} at the end of the line: is a closing brace, bracket or comma missing?"
+    return f"{exc.msg} at column {exc.colno}"
 
 
 def _read_parquet(path: PathLike) -> list[Row]:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.settings.arguments import add_settings_arguments
+
+DEBUG_ENV = "THOUGHTMDP_DEBUG"
+"""Set (to anything but empty) by ``thoughtmdp --debug``: errors show their traceback."""
 
 Arguments = Callable[[argparse.ArgumentParser], None]
 Runner = Callable[[argparse.Namespace], int]
@@ -30,7 +34,10 @@ class Command:
 
     A :class:`~thoughtmdp.errors.ThoughtMDPError` that escapes ``run`` is the user's to fix
     (a bad setting, a missing file): it is printed as ``thoughtmdp NAME: message`` and the
-    exit code is 2, as for a command-line usage error.
+    exit code is 2, as for a command-line usage error. Any other exception is printed as one
+    line too, ``thoughtmdp NAME: Type: message``, with exit code 1; ``thoughtmdp --debug``
+    (or ``THOUGHTMDP_DEBUG=1``, which the processes a command starts inherit) shows the
+    traceback of either instead.
 
     Attributes:
         name: The word after ``thoughtmdp``.
@@ -60,12 +67,24 @@ class Command:
         parser.set_defaults(command_to_run=self)
 
     def __call__(self, args: argparse.Namespace) -> int:
-        """Run the command; a library error becomes a message and exit code 2."""
+        """Run the command; an error becomes one line and exit code 2 (the user's) or 1."""
+        if getattr(args, "debug", False) or os.environ.get(DEBUG_ENV):
+            return self.run(args)
         try:
             return self.run(args)
         except ThoughtMDPError as exc:
             print(f"thoughtmdp {self.name}: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"thoughtmdp {self.name}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            print(
+                f"thoughtmdp {self.name}: {type(exc).__name__}: {exc} "
+                "(thoughtmdp --debug shows the traceback)",
+                file=sys.stderr,
+            )
+            return 1
 
 
 def log_to_stderr() -> None:

@@ -6,11 +6,11 @@ import argparse
 from typing import Any
 
 from thoughtmdp.commands import Command
-from thoughtmdp.commands.train import load_train_config
+from thoughtmdp.settings.checks import check_train
 from thoughtmdp.settings.convert import to_yaml
 from thoughtmdp.settings.files import Kind, config_kind, shipped_configs
 from thoughtmdp.settings.loader import load
-from thoughtmdp.settings.train import default_run_dir, resolve
+from thoughtmdp.settings.train import TrainConfig, check_derived_keys, default_run_dir, resolve
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,11 +42,16 @@ def run(args: argparse.Namespace) -> int:
 def load_config(kind: Kind, config: str | None, overrides: list[str]) -> Any:
     """The settings of a ``train`` run (resolved), a ``learner`` or an ``actor``, checked.
 
+    Names, options and values are checked, not the file system: a shipped config shows
+    before its model or data is downloaded (``thoughtmdp train`` checks those too).
+
     Raises:
         ConfigError: For a missing file, an unknown key or a bad value.
     """
     if kind == "train":
-        train = load_train_config(config, overrides)
+        train = load(TrainConfig, config, overrides)
+        check_derived_keys(train)
+        check_train(train, files=False)
         return resolve(train, train.run_dir or default_run_dir(train))
     if kind == "learner":
         from thoughtmdp.settings.learner import LearnerConfig

@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
-def describe_settings(cls: type, prefix: str = "") -> list[str]:
+def describe_settings(
+    cls: type, prefix: str = "", defaults: Any = None, derived: Mapping[str, str] | None = None
+) -> list[str]:
     """One ``key = default: meaning`` line per setting, from the dataclasses' docstrings.
 
     The meaning is the field's entry in the Google-style ``Attributes:`` section; nested
-    dataclasses are listed with dotted keys, as ``key=value`` overrides spell them.
+    dataclasses are listed with dotted keys, as ``key=value`` overrides spell them. The
+    default shown is the one the command uses: the field of ``defaults`` (an instance of
+    ``cls``, e.g. with the tuned sections of ``thoughtmdp train``), else of ``cls()``. A key
+    of ``derived`` (dotted key: the key it is derived from; default: ``cls.DERIVED_KEYS``)
+    shows where its value comes from instead.
 
     >>> from thoughtmdp.episodes.presets import EpisodeConfig
     >>> describe_settings(EpisodeConfig)[0]
     'base_group_size = 4: G1, rollouts from the prompt that form the base group.'
+    >>> describe_settings(EpisodeConfig, defaults=EpisodeConfig(base_group_size=8))[0][:20]
+    'base_group_size = 8:'
     """
     docs = attribute_docs(cls.__doc__ or "")
+    instance = cls() if defaults is None else defaults
+    derived = getattr(cls, "DERIVED_KEYS", {}) if derived is None else derived
     lines = []
     for item in dataclasses.fields(cls):
-        factory: Any = item.default_factory
-        default = factory() if item.default is dataclasses.MISSING else item.default
-        if isinstance(default, Path):
-            default = str(default)
+        key, default = f"{prefix}{item.name}", getattr(instance, item.name)
         if dataclasses.is_dataclass(default):
-            lines += describe_settings(type(default), f"{prefix}{item.name}.")
-        else:
-            lines.append(f"{prefix}{item.name} = {default!r}: {docs.get(item.name, '')}")
+            lines += describe_settings(type(default), f"{key}.", default, derived)
+            continue
+        shown = f"from {derived[key]}" if key in derived else repr(_plain(default))
+        lines.append(f"{key} = {shown}: {docs.get(item.name, '')}")
     return lines
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
 
 
 def attribute_docs(doc: str) -> dict[str, str]:

@@ -57,18 +57,18 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     except ConfigError as exc:  # a section's own check names keys relative to the section
         if not where:
             raise
-        raise ConfigError(_within(where, str(exc))) from None
+        raise ConfigError(within(where, str(exc))) from None
 
 
 KEYED_MESSAGE = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
 
 
-def _within(where: str, message: str) -> str:
+def within(where: str, message: str) -> str:
     """A section's error seen from outside: ``lr: ...`` in ``optim`` is ``optim.lr: ...``.
 
-    >>> _within("learner", "optim.lr: expected a positive number, got 0")
+    >>> within("learner", "optim.lr: expected a positive number, got 0")
     'learner.optim.lr: expected a positive number, got 0'
-    >>> _within("learner", "set at most one of loss.clip_eps and loss.is_cap")
+    >>> within("learner", "set at most one of loss.clip_eps and loss.is_cap")
     'learner: set at most one of loss.clip_eps and loss.is_cap'
     """
     return f"{where}.{message}" if KEYED_MESSAGE.match(message) else f"{where}: {message}"

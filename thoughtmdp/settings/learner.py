@@ -223,6 +223,8 @@ class LearnerConfig:
         _check_positive(self, ("window", "prompts_per_step", "prompts_per_minibatch"))
         _check_positive(self, ("rollouts_per_microbatch", "keep_checkpoints"))
         _check_positive(self.lora, ("rank", "alpha"), "lora.")
+        _check_positive(self.optim, ("lr", "eps", "max_grad_norm"), "optim.")
+        _check_counts(self)
         _check_positive(self.loss, ("temperature", "dr_grpo_tokens"), "loss.")
         if not self.loss.kl_coef >= 0:
             raise ConfigError(f"loss.kl_coef: expected 0 or more, got {self.loss.kl_coef!r}")
@@ -248,6 +250,30 @@ class LearnerConfig:
         if self.curve_secret is None or self.curve_authorized is None:
             return None
         return CurveServer(self.curve_secret, self.curve_authorized)
+
+
+def _check_counts(config: LearnerConfig) -> None:
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ConfigError(
+            f"max_steps: expected 1 or more (or null: run until stopped), got {config.max_steps}"
+        )
+    for name in ("checkpoint_every", "signal_map_every"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name}: expected 0 (never) or more, got {getattr(config, name)}")
+    if config.max_lag is not None and config.max_lag < 0:
+        raise ConfigError(f"max_lag: expected 0 or more (or null), got {config.max_lag}")
+    if config.optim.weight_decay < 0:
+        raise ConfigError(
+            f"optim.weight_decay: expected 0 or more, got {config.optim.weight_decay}"
+        )
+    if not all(0 <= beta < 1 for beta in config.optim.betas):
+        raise ConfigError(f"optim.betas: expected two numbers in [0, 1), got {config.optim.betas}")
+    if not 0 <= config.lora.dropout < 1:
+        raise ConfigError(f"lora.dropout: expected 0 to 1 (excluded), got {config.lora.dropout}")
+    for name in ("clip_eps", "is_cap"):
+        value = getattr(config.loss, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"loss.{name}: expected a positive number or null, got {value}")
 
 
 def _check_schedule(config: LearnerConfig) -> None:

@@ -14,10 +14,11 @@ model warm-started from scratch, sized for a 2-core CPU machine.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from thoughtmdp.errors import ConfigError
 from thoughtmdp.settings.actor import ActorConfig, SamplingSettings
@@ -118,12 +119,28 @@ class HeldoutSettings:
         )
 
 
+DERIVED: dict[str, str] = {
+    "learner.model": "model",
+    "learner.run_dir": "run_dir",
+    "learner.loss.temperature": "actor.sampling.temperature",
+    "actor.model": "model",
+    "actor.learner": "learner.bind",
+    "actor.name": "actors",
+    "actor.shard": "actors",
+    "actor.num_shards": "actors",
+    "actor.lora_rank": "learner.lora.rank",
+    "actor.adapter_root": "run_dir",
+    "actor.max_episodes": "learner.max_steps",
+}
+"""Keys ``thoughtmdp train`` sets itself, and the key each one comes from."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One ``thoughtmdp train`` run: a learner and actors on this machine, over loopback.
 
     Attributes:
-        run_dir: Output folder (``None``: ``runs/<date>-<time>-<method>``); it receives the
+        run_dir: Output folder (``None``: ``runs/<date>-<time>-<random>-<method>``); it receives the
             resolved ``config.yaml``, the learner's ``metrics.jsonl``, TensorBoard events,
             checkpoints and adapters, ``heldout.json``, ``summary.json``, logs and plots.
         model: Base model folder; empty: the embedded policy built by ``warmstart``.
@@ -153,6 +170,8 @@ class TrainConfig:
     learner: LearnerConfig = field(default_factory=embedded_learner)
     actor: ActorConfig = field(default_factory=embedded_actor)
 
+    DERIVED_KEYS: ClassVar[dict[str, str]] = DERIVED
+
     def __post_init__(self) -> None:
         if self.actors < 1:
             raise ConfigError(f"actors: expected 1 or more, got {self.actors}")
@@ -174,23 +193,23 @@ class TrainConfig:
         return not self.model
 
 
-DERIVED: dict[str, str] = {
-    "learner.model": "model",
-    "learner.run_dir": "run_dir",
-    "learner.loss.temperature": "actor.sampling.temperature",
-    "actor.model": "model",
-    "actor.learner": "learner.bind",
-    "actor.name": "actors",
-    "actor.shard": "actors",
-    "actor.num_shards": "actors",
-    "actor.lora_rank": "learner.lora.rank",
-    "actor.adapter_root": "run_dir",
-    "actor.max_episodes": "learner.max_steps",
-}
-"""Keys ``thoughtmdp train`` sets itself, and the key each one comes from."""
-
-
 def check_not_derived(config: TrainConfig) -> None:
+    """Check a train config before anything starts: derived keys, then everything else.
+
+    Refuses a derived key set by hand (:func:`check_derived_keys`), then runs every check
+    of :func:`thoughtmdp.settings.checks.check_train`: task and options, reset policy, data
+    files, model path, templates and packages.
+
+    Raises:
+        ConfigError: One line naming the key to fix.
+    """
+    from thoughtmdp.settings.checks import check_train
+
+    check_derived_keys(config)
+    check_train(config)
+
+
+def check_derived_keys(config: TrainConfig) -> None:
     """Refuse a derived key set to anything but its default or its derived value.
 
     A resolved config (as saved in a run folder) passes: its derived keys hold the values
@@ -248,9 +267,12 @@ def _derive(config: TrainConfig) -> TrainConfig:
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    """``runs/<UTC date>-<time>-<method>``."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{method_name(config)}"
+    """``runs/<UTC date>-<time to the millisecond>-<4 random hex digits>-<method>``.
+
+    Runs started in the same folder at the same moment still get folders of their own.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S.%f")[:-3]
+    return Path("runs") / f"{stamp}-{secrets.token_hex(2)}-{method_name(config)}"
 
 
 def learner_config(resolved: TrainConfig) -> LearnerConfig:
