@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 
 import pytest
@@ -161,3 +162,29 @@ def test_tracebacks_only_under_debug():
         timeout=60,
     )
     assert loud.returncode == 1 and "Traceback (most recent call last)" in loud.stderr
+
+
+def test_a_port_another_run_holds_is_refused(capsys):
+    with socket.socket() as other_learner:
+        other_learner.bind(("127.0.0.1", 0))
+        other_learner.listen()
+        address = f"tcp://127.0.0.1:{other_learner.getsockname()[1]}"
+        assert main(["train", f"learner.bind={address}"]) == 2
+    assert capsys.readouterr().err == (
+        f"thoughtmdp train: learner.bind: cannot bind {address} (Address already in use); "
+        "another run may hold it: set learner.bind=tcp://127.0.0.1:0 for a free port\n"
+    )
+
+
+def test_the_actor_command_checks_task_and_reset_options(capsys):
+    assert main(["actor", "model=/m", "task_options.sizee=3"]) == 2
+    assert capsys.readouterr().err == (
+        "thoughtmdp actor: task_options.sizee: task 'arith_chain' takes no such option. "
+        "Did you mean task_options.size?\n"
+    )
+    assert main(["actor", "model=/m", "episode.reset_policy_options.statistic=max"]) == 2
+    assert capsys.readouterr().err == (
+        "thoughtmdp actor: episode.reset_policy_options: reset policy 'self' does not take "
+        "the options ['statistic']: SelfLocalization.__init__() got an unexpected keyword "
+        "argument 'statistic'\n"
+    )

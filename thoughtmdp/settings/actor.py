@@ -172,9 +172,14 @@ def check_ready(config: ActorConfig) -> None:
     """Checks that need the file system or the installed packages (run before starting).
 
     Raises:
-        ConfigError: Without a model path, with ``backend=vllm`` but no vLLM installed, or
-            with a ``chat_template`` file that cannot be read.
+        ConfigError: Without a model path, with ``backend=vllm`` but no vLLM installed, with
+            a ``chat_template`` file that cannot be read, or with task or reset-policy
+            options that the task or the policy does not take.
     """
+    from thoughtmdp.settings.checks import check_episode, check_task_options
+
+    check_task_options(config.task, config.task_options, "task_options")
+    check_episode(config)
     if config.chat_template not in (AUTO, NONE):
         read_template(config.chat_template)
     if not config.model:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,7 @@ def check_train(config: TrainConfig, files: bool = True) -> None:
         return
     if not config.embedded:
         check_model_path(config.model, "model")
+    check_port_free(config.learner.bind, "learner.bind")
     with _keyed("learner"):
         learner_ready(resolved.learner)
     with _keyed("actor"):
@@ -230,6 +232,30 @@ def check_model_path(value: str, key: str) -> None:
         raise ConfigError(
             f"{key}: no such folder: {value} (a local path; a hub model is named org/name)"
         )
+
+
+def check_port_free(address: str, key: str) -> None:
+    """Check that nothing listens on the TCP port of ``address`` (port 0: any free port).
+
+    Raises:
+        ConfigError: If binding it fails, e.g. another run's learner holds it.
+
+    >>> check_port_free("tcp://127.0.0.1:0", "bind")
+    """
+    match = re.fullmatch(r"tcp://\[?([^\]]+?)\]?:(\d+)", address)
+    if match is None or int(match[2]) == 0:
+        return
+    host = "0.0.0.0" if match[1] == "*" else match[1]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+        try:
+            probe.bind((host, int(match[2])))
+        except OSError as exc:
+            raise ConfigError(
+                f"{key}: cannot bind {address} ({exc.strerror}); another run may hold it: "
+                f"set {key}=tcp://127.0.0.1:0 for a free port"
+            ) from None
 
 
 def looks_local(value: str) -> bool:
