@@ -168,7 +168,7 @@ def test_program_result_counts() -> None:
     assert ProgramResult((TestResult(Verdict.PASSED),), 1).all_passed
     assert not ProgramResult((), 0).all_passed
     codes = [v.lcb_code for v in Verdict]
-    assert codes == [True, -2, -3, -4, -4]
+    assert codes == [True, -2, -3, -4, -4, -5]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import pickle
 import re
 import zlib
@@ -29,6 +28,7 @@ from datetime import date, datetime
 from typing import Any
 
 from thoughtmdp.envs.livecodebench.grading import CodeTest
+from thoughtmdp.envs.sandbox.values import MAX_INT_DIGITS, bounded_loads, json_depth
 from thoughtmdp.errors import DatasetFieldError
 
 RELEASE_ENDS: dict[int, date] = {
@@ -50,6 +50,26 @@ Pass ``release_ends`` (or a ``version_field``) where the exact files matter.
 
 MAX_DECOMPRESSED = 1 << 30
 """Largest decompressed private-test blob accepted (bytes), against zlib bombs."""
+MAX_DECOMPRESSED_TOTAL = 4 << 30
+"""Most bytes all compressed fields of one file may inflate to, together."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting accepted in a test field (real ones nest three levels)."""
+
+
+class DecodeBudget:
+    """Bytes that the compressed fields of one file may still inflate to.
+
+    Args:
+        total: The bytes allowed in all.
+    """
+
+    def __init__(self, total: int = MAX_DECOMPRESSED_TOTAL) -> None:
+        self.total = total
+        self.left = total
+
+    def spend(self, size: int) -> None:
+        """Count ``size`` inflated bytes."""
+        self.left -= size
 
 
 class UnsafePickleError(DatasetFieldError):
@@ -99,7 +119,9 @@ def unpickle_str(data: bytes) -> str:
     return value
 
 
-def decode_tests(value: Any, path: str, line: int, field: str) -> tuple[CodeTest, ...]:
+def decode_tests(
+    value: Any, path: str, line: int, field: str, budget: DecodeBudget | None = None
+) -> tuple[CodeTest, ...]:
     """Decode a test-case field: a JSON list, or base64 -> zlib -> pickle -> JSON list.
 
     Args:
@@ -107,12 +129,15 @@ def decode_tests(value: Any, path: str, line: int, field: str) -> tuple[CodeTest
         path: The file (or dataset), for messages.
         line: The row's line, for messages.
         field: The field name, for messages.
+        budget: What the file's compressed fields may still inflate to (default: a fresh
+            :data:`MAX_DECOMPRESSED_TOTAL`).
 
     Returns:
         The tests, in order.
 
     Raises:
-        DatasetFieldError: If the field cannot be decoded or a test lacks a key.
+        DatasetFieldError: If the field cannot be decoded, nests too deeply, inflates past
+            a limit, or a test lacks a key.
         UnsafePickleError: If the pickle is anything but a plain string.
     """
     where = f"{path}, line {line}: field {field!r}"
@@ -120,26 +145,47 @@ def decode_tests(value: Any, path: str, line: int, field: str) -> tuple[CodeTest
     cases: Any = value if isinstance(value, list) else None
     if text is not None:
         try:
-            cases = json.loads(text)
+            cases = load_json(text, where)
+        except DatasetFieldError:
+            raise
         except ValueError:
-            cases = json.loads(_decompress(text, where))
+            cases = load_json(_decompress(text, where, budget or DecodeBudget()), where)
     if not isinstance(cases, list):
         raise DatasetFieldError(f"{where} must hold a list of tests, got {type(cases).__name__}")
     return tuple(_test(case, where, i) for i, case in enumerate(cases))
 
 
-def _decompress(text: str, where: str) -> str:
+def load_json(text: str, where: str) -> Any:
+    """``json.loads`` bounded in depth (:data:`MAX_JSON_DEPTH`) and in integer length.
+
+    Raises:
+        DatasetFieldError: If ``text`` nests too deeply (``where`` names the field).
+        ValueError: If it is not JSON.
+    """
+    if json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise DatasetFieldError(f"{where} nests JSON deeper than {MAX_JSON_DEPTH} levels")
+    return bounded_loads(text, MAX_JSON_DEPTH, MAX_INT_DIGITS)
+
+
+def _decompress(text: str, where: str, budget: DecodeBudget) -> str:
+    limit = max(0, min(MAX_DECOMPRESSED, budget.left))
     try:
         packed = base64.b64decode(text.encode("ascii"), validate=True)
         inflater = zlib.decompressobj()
-        data = inflater.decompress(packed, MAX_DECOMPRESSED)
+        data = inflater.decompress(packed, limit or 1)
     except (ValueError, binascii.Error, zlib.error):
         raise DatasetFieldError(
             f"{where} is neither JSON nor base64 of zlib-compressed pickled JSON; "
             "export the row again from the LiveCodeBench dataset"
         ) from None
-    if inflater.unconsumed_tail:
+    if inflater.unconsumed_tail or not limit:
+        if limit < MAX_DECOMPRESSED:
+            raise DatasetFieldError(
+                f"{where}: the file's compressed fields inflate past {budget.total} bytes in "
+                "all; refusing it"
+            )
         raise DatasetFieldError(f"{where} inflates past {MAX_DECOMPRESSED} bytes; refusing it")
+    budget.spend(len(data))
     try:
         return unpickle_str(data)
     except UnsafePickleError as exc:
@@ -169,7 +215,9 @@ def check_call_tests(tests: Iterable[CodeTest], where: str) -> None:
     for index, test in enumerate(tests):
         try:
             for text in (*test.input.split("\n"), test.output):
-                json.loads(text)
+                load_json(text, f"{where}, test {index}")
+        except DatasetFieldError:
+            raise
         except ValueError:
             raise DatasetFieldError(
                 f"{where}, test {index}: a call-based test needs one JSON value per input line "

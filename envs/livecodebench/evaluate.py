@@ -180,6 +180,7 @@ def lcb_rows(grades: Sequence[ProblemGrades]) -> list[dict[str, Any]]:
 
 def print_report(grades: Sequence[ProblemGrades], ks: Sequence[int], console: Any) -> None:
     """Print one row per problem and the pass@k means (for the ks every problem allows)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="LiveCodeBench samples", show_footer=False)
@@ -188,7 +189,7 @@ def print_report(grades: Sequence[ProblemGrades], ks: Sequence[int], console: An
     table.add_column("pass@1", justify="right")
     for g in sorted(grades, key=lambda g: g.question_id):
         table.add_row(
-            g.question_id, f"{sum(g.graded_list)} / {len(g.results)}", f"{g.pass_at_1:.3f}"
+            escape(g.question_id), f"{sum(g.graded_list)} / {len(g.results)}", f"{g.pass_at_1:.3f}"
         )
     console.print(table)
     counts = [(len(g.results), sum(g.graded_list)) for g in grades]
@@ -200,7 +201,7 @@ def print_report(grades: Sequence[ProblemGrades], ks: Sequence[int], console: An
         (r.isolation for g in grades for r in g.results if r.isolation), {}
     )
     if isolation:
-        console.print(f"sandbox: {describe_isolation(isolation)}")
+        console.print(f"sandbox: {escape(describe_isolation(isolation))}")
 
 
 def describe_isolation(isolation: dict[str, Any]) -> str:
@@ -239,10 +240,10 @@ def grade_files(args: argparse.Namespace) -> int:
         return 1
     finally:
         sandbox.close()
-    print_report(grades, args.k, Console(highlight=False))
-    if args.out:
+    if args.out:  # first: the grades are kept whatever happens to the report
         with open(args.out, "w", encoding="utf-8") as file:
             json.dump(lcb_rows(grades), file, indent=2)
+    print_report(grades, args.k, Console(highlight=False))
     return 0
 
 

@@ -34,13 +34,16 @@ class Verdict(enum.StrEnum):
     TIME_LIMIT = "time_limit"
     RUNTIME_ERROR = "runtime_error"
     COMPILE_ERROR = "compile_error"
+    GRADER_ERROR = "grader_error"
+    """The grader could not judge the program (its output defeated the comparison, say)."""
 
     @property
     def lcb_code(self) -> bool | int:
         """``True`` for a pass, else ``lcb_runner``'s error code.
 
-        -2 wrong answer, -3 time limit, -4 runtime error. ``lcb_runner`` has no separate
-        code for a program that fails to load; it reports -4, and so does this.
+        -2 wrong answer, -3 time limit, -4 runtime error, -5 grader error (``lcb_runner``'s
+        ``TestRunnerError``). ``lcb_runner`` has no separate code for a program that fails to
+        load; it reports -4, and so does this.
         """
         return _LCB_CODES[self]
 
@@ -51,6 +54,7 @@ _LCB_CODES: dict[Verdict, bool | int] = {
     Verdict.TIME_LIMIT: -3,
     Verdict.RUNTIME_ERROR: -4,
     Verdict.COMPILE_ERROR: -4,
+    Verdict.GRADER_ERROR: -5,
 }
 
 
@@ -149,10 +153,12 @@ def _stripped_lines(text: str) -> list[str]:
 
 
 def _decimals(line: str) -> list[Decimal] | None:
+    """The numbers of a line, or ``None`` if a word is no number (NaN never equals anything)."""
     try:
-        return [Decimal(word) for word in line.split()]
+        numbers = [Decimal(word) for word in line.split()]
     except (InvalidOperation, ValueError):
         return None
+    return None if any(number.is_nan() for number in numbers) else numbers
 
 
 def return_value_matches(value: Any, expected: Any) -> tuple[bool, str]:
@@ -172,11 +178,19 @@ def return_value_matches(value: Any, expected: Any) -> tuple[bool, str]:
     """
     try:
         equal = bool(value == expected)
-    except Exception as exc:  # an exotic value that cannot be compared
+    except Exception as exc:  # an exotic or too deeply nested value that cannot be compared
         return False, f"wrong answer: comparison failed ({type(exc).__name__})"
     if equal:
         return True, ""
-    return False, f"wrong answer: returned {_clip(repr(value))}, expected {_clip(repr(expected))}"
+    return False, f"wrong answer: returned {_show(value)}, expected {_show(expected)}"
+
+
+def _show(value: Any) -> str:
+    """A short ``repr``, also for values too deep or too long to print whole."""
+    try:
+        return _clip(repr(value))
+    except (RecursionError, ValueError, MemoryError):
+        return f"<a {type(value).__name__} too large to show>"
 
 
 def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float | None:

@@ -9,7 +9,6 @@ reward that counts the share of tests passed).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from thoughtmdp.envs.livecodebench.grading import (
@@ -26,8 +25,13 @@ from thoughtmdp.envs.livecodebench.programs import (
     prepare_call_program,
     prepare_stdin_program,
 )
-from thoughtmdp.envs.sandbox.sandbox import Job, Outcome, Sandbox
-from thoughtmdp.envs.sandbox.values import decode_value
+from thoughtmdp.envs.sandbox.sandbox import Job, Outcome, Sandbox, SandboxError
+from thoughtmdp.envs.sandbox.values import (
+    MAX_INT_DIGITS,
+    MAX_VALUE_DEPTH,
+    bounded_loads,
+    decode_value,
+)
 
 
 def make_job(
@@ -66,7 +70,7 @@ def make_job(
 
 
 def verdict(outcome: Outcome, test: CodeTest, call_based: bool) -> TestResult:
-    """The verdict on one test from its outcome and expected output.
+    """The verdict on one test from its outcome and expected output; never raises.
 
     Args:
         outcome: What the sandbox reported.
@@ -74,16 +78,31 @@ def verdict(outcome: Outcome, test: CodeTest, call_based: bool) -> TestResult:
         call_based: Compare a returned value (True) or the printed output (False).
 
     Returns:
-        The test's result.
+        The test's result; :attr:`Verdict.GRADER_ERROR` when the comparison itself failed.
     """
+    try:
+        return _verdict(outcome, test, call_based)
+    except Exception as exc:  # whatever a hostile output does to the comparison
+        return grader_error(exc, outcome.seconds)
+
+
+def grader_error(exc: BaseException, seconds: float | None = None) -> TestResult:
+    """The result of a test the grader could not judge because of ``exc``."""
+    text = f"grader error: {type(exc).__name__}: {exc}"
+    return TestResult(Verdict.GRADER_ERROR, text[:300], seconds)
+
+
+def _verdict(outcome: Outcome, test: CodeTest, call_based: bool) -> TestResult:
     seconds = outcome.seconds
     if outcome.status == "ok":
         if call_based:
             try:
                 value = decode_value(outcome.value or "null")
-            except ValueError:
-                return TestResult(Verdict.RUNTIME_ERROR, "unreadable return value", seconds)
-            good, why = return_value_matches(value, json.loads(test.output))
+            except (ValueError, MemoryError) as exc:
+                why = f"unreadable return value ({exc})"[:300]
+                return TestResult(Verdict.RUNTIME_ERROR, why, seconds)
+            expected = bounded_loads(test.output, MAX_VALUE_DEPTH, MAX_INT_DIGITS)
+            good, why = return_value_matches(value, expected)
         else:
             good, why = stdout_matches(outcome.output or "", test.output)
         return TestResult(Verdict.PASSED if good else Verdict.WRONG_ANSWER, why, seconds)
@@ -119,7 +138,9 @@ def judge(
         The verdicts; with ``stop_on_failure`` they end at the first failure.
 
     Raises:
-        SandboxError: If the sandbox could not start a child.
+        SandboxError: If the sandbox could not start a child (a failure of the setup, not
+            of the program). Any other failure grades the tests not yet graded as
+            :attr:`Verdict.GRADER_ERROR`.
     """
     if not tests:
         return ProgramResult((), 0)
@@ -130,5 +151,13 @@ def judge(
         results.append(verdict(outcome, tests[index], call_based))
         return stop_on_failure and results[-1].verdict is not Verdict.PASSED
 
-    report = sandbox.run(make_job(code, tests, func_name=func_name, lcb_compat=lcb_compat), stop)
+    try:
+        job = make_job(code, tests, func_name=func_name, lcb_compat=lcb_compat)
+        report = sandbox.run(job, stop)
+    except SandboxError:
+        raise
+    except Exception as exc:  # the run goes on: this program fails, the others are graded
+        failed = grader_error(exc)
+        results.extend([failed] * (1 if stop_on_failure else len(tests) - len(results)))
+        return ProgramResult(tuple(results[: len(tests)]), len(tests))
     return ProgramResult(tuple(results), len(tests), report.isolation)

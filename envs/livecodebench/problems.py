@@ -13,7 +13,6 @@ problem id and the test's position, not on which other problems were loaded.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,10 @@ from typing import Any
 from thoughtmdp.data import Row, is_data_file, load_hf_dataset, read_rows, require_field
 from thoughtmdp.envs.livecodebench.data import (
     RELEASE_ENDS,
+    DecodeBudget,
     check_call_tests,
     decode_tests,
+    load_json,
     parse_date,
     parse_version,
     release_versions,
@@ -103,10 +104,14 @@ def load_problems(
         ValueError: If two rows share a ``question_id``.
     """
     path = os.fspath(data)
-    rows = read_rows(path) if is_data_file(path) or os.path.isfile(path) else None
+    try:
+        rows = read_rows(path) if is_data_file(path) or os.path.isfile(path) else None
+    except RecursionError:
+        raise DatasetFieldError(f"{path}: a row nests JSON too deeply to read") from None
     if rows is None:
         rows = load_hf_dataset(path, "test")
-    problems = [parse_problem(row, path, version_field) for row in rows]
+    budget = DecodeBudget()
+    problems = [parse_problem(row, path, version_field, budget) for row in rows]
     seen: dict[str, int] = {}
     for problem in problems:
         if problem.question_id in seen:
@@ -118,8 +123,13 @@ def load_problems(
     return problems
 
 
-def parse_problem(row: Row, path: str, version_field: str | None = None) -> LCBProblem:
+def parse_problem(
+    row: Row, path: str, version_field: str | None = None, budget: DecodeBudget | None = None
+) -> LCBProblem:
     """Build an :class:`LCBProblem` from one row.
+
+    ``budget`` bounds what the compressed fields of the whole file inflate to (by default,
+    those of this row alone).
 
     Raises:
         DatasetFieldError: If a field is missing, null or malformed.
@@ -132,7 +142,9 @@ def parse_problem(row: Row, path: str, version_field: str | None = None) -> LCBP
     metadata = values["metadata"]
     if isinstance(metadata, str):
         try:
-            metadata = json.loads(metadata or "{}")
+            metadata = load_json(metadata or "{}", f"{where}: field 'metadata'")
+        except DatasetFieldError:
+            raise
         except ValueError:
             raise DatasetFieldError(f"{where}: field 'metadata' is not JSON") from None
     if not isinstance(metadata, dict):
@@ -142,11 +154,10 @@ def parse_problem(row: Row, path: str, version_field: str | None = None) -> LCBP
     except ValueError as exc:
         raise DatasetFieldError(f"{where}: field {exc}") from None
     func_name = metadata.get("func_name") or None
-    public = decode_tests(
-        values["public_test_cases"], path=path, line=row.line, field="public_test_cases"
-    )
-    private = decode_tests(
-        values["private_test_cases"], path=path, line=row.line, field="private_test_cases"
+    budget = budget or DecodeBudget()
+    public, private = (
+        decode_tests(values[name], path=path, line=row.line, field=name, budget=budget)
+        for name in ("public_test_cases", "private_test_cases")
     )
     if func_name is not None:
         check_call_tests(public, f"{where}: field 'public_test_cases'")

@@ -59,8 +59,8 @@ def prepare_stdin_program(code: str) -> str:
     the top, after :func:`import_header`; every other statement goes into the body of a
     function named :data:`ENTRY_POINT`, which is called once per test. Module-level names
     therefore become local variables (``global`` statements that refer to them fail, as
-    they do under ``lcb_runner``). Code that does not parse is returned unchanged, so
-    that loading it reports the syntax error.
+    they do under ``lcb_runner``). Code that does not parse, or nests too deeply to
+    rewrite, is returned unchanged (as ``lcb_runner`` does), so loading it reports why.
 
     Args:
         code: The program as the model wrote it.
@@ -69,9 +69,12 @@ def prepare_stdin_program(code: str) -> str:
         Source defining :data:`ENTRY_POINT`.
     """
     try:
-        body = ast.parse(code).body
-    except (SyntaxError, ValueError):
+        return _wrap(ast.parse(code).body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return code
+
+
+def _wrap(body: list[ast.stmt]) -> str:
     if body and _is_main_guard(body[-1]):
         guard = body.pop()
         assert isinstance(guard, ast.If)

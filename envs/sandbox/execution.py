@@ -66,6 +66,8 @@ NEXT_STATES: dict[ChildState, frozenset[ChildState]] = {
 }
 """The moves a live child may make; an ended child makes none."""
 BROKEN_CHANNEL = "protocol: the program disturbed the report channel"
+STATUSES = frozenset({"ok", "error", "timeout", "output_limit"})
+"""The statuses a child reports for a test."""
 
 
 class _Ending(NamedTuple):
@@ -194,7 +196,7 @@ class Execution:
         if report.get("event") == "loaded":
             return ChildState.TESTING
         status = "load_timeout" if report.get("status") == "timeout" else "load_error"
-        self._record_rest(Outcome(status, error=str(report.get("error", ""))))
+        self._record_rest(Outcome(status, error=_text(report.get("error"), limit=2000) or ""))
         return ChildState.FINISHED
 
     def _await_test(self, child: Child) -> ChildState:
@@ -253,11 +255,20 @@ def _not_started(child: Child, report: dict[str, Any] | None) -> SandboxError:
 
 
 def _outcome(report: dict[str, Any]) -> Outcome:
-    seconds = report.get("seconds")
+    """The outcome a test report describes; fields of the wrong type count as absent."""
+    status, seconds = report.get("status"), report.get("seconds")
+    if status not in STATUSES:
+        status = "error"
     return Outcome(
-        status=str(report.get("status", "error")),
-        output=report.get("output") if isinstance(report.get("output"), str) else None,
-        value=report.get("value") if isinstance(report.get("value"), str) else None,
-        error=str(report.get("error", "")),
-        seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        status=status,
+        output=_text(report.get("output")),
+        value=_text(report.get("value")),
+        error=_text(report.get("error"), limit=2000) or "",
+        seconds=float(seconds) if type(seconds) is float and 0 <= seconds < 1e9 else None,
     )
+
+
+def _text(value: Any, limit: int | None = None) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value if limit is None else value[:limit]

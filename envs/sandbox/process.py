@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
-import shutil
 import signal
-import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from thoughtmdp import isolation
+from thoughtmdp.envs.sandbox.cleanup import CleanupTimeout, remove_tree
 from thoughtmdp.envs.sandbox.jobs import SandboxError
+from thoughtmdp.envs.sandbox.values import bounded_loads
 
+logger = logging.getLogger(__name__)
 RUNNER_FOLDER = str(Path(__file__).resolve().parent)
 BOOT = (
     "import sys;sys.path.insert(0,sys.argv[1]);import runner as r;del sys.path[0];"
@@ -35,6 +36,10 @@ BOOT = (
 )
 """The child's ``-c`` program: import the runner from this folder, then forget the folder."""
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+CLEANUP_SECONDS = 10.0
+"""Time allowed to remove what a run left on disk."""
+REPORT_DEPTH, REPORT_DIGITS = 6, 20
+"""How deep a report may nest and how long its numbers may be (real ones stay well below)."""
 
 
 class ChildEnded(Exception):
@@ -72,18 +77,10 @@ def workspace(uid: int | None, gid: int | None) -> Iterator[tuple[str, str]]:
             os.chown(work, uid, uid if gid is None else gid)
         yield base, work
     finally:
-        if sys.version_info >= (3, 12):
-            shutil.rmtree(base, onexc=_make_removable)
-        else:
-            shutil.rmtree(base, onerror=_make_removable)
-
-
-def _make_removable(function: Any, path: str, error: Any) -> None:
-    """Restore permissions a program took away (as non-root), then retry the removal."""
-    with contextlib.suppress(OSError):
-        os.chmod(os.path.dirname(path), stat.S_IRWXU)
-        os.chmod(path, stat.S_IRWXU)
-        function(path)
+        try:
+            remove_tree(base, CLEANUP_SECONDS)
+        except (CleanupTimeout, OSError) as exc:
+            logger.warning("sandbox: left %s on disk: %s", base, exc)
 
 
 class Child:
@@ -162,9 +159,9 @@ class Child:
         line, _, rest = bytes(self._buffer).partition(b"\n")
         self._buffer = bytearray(rest)
         try:
-            report = json.loads(line)
-        except ValueError:
-            raise ProtocolError("a report that is not JSON") from None
+            report = bounded_loads(line, REPORT_DEPTH, REPORT_DIGITS)
+        except (ValueError, MemoryError) as exc:
+            raise ProtocolError(f"a report that is not plain JSON ({exc})"[:200]) from None
         if not isinstance(report, dict):
             raise ProtocolError("a report that is not a JSON object")
         return report

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 from typing import Any
 
 TAG_TUPLE = "\x00tuple"
 TAG_OPAQUE = "\x00opaque"
+MAX_VALUE_DEPTH = 200
+"""Deepest nesting of a returned value the parent decodes; deeper is unreadable."""
+MAX_INT_DIGITS = 50_000
+"""Longest integer read, as ``lcb_runner`` allows (``sys.set_int_max_str_digits(50000)``)."""
+_SAFE_DIGITS = 4000  # below the interpreter's default limit on int() of a string
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 
 class Opaque:
@@ -89,7 +97,86 @@ def decode_value(text: str) -> Any:
     >>> decode_value('[1, {"\\u0000tuple": [2, 3]}]')
     [1, (2, 3)]
     """
-    return json.loads(text, object_hook=_untag)
+    return bounded_loads(text, MAX_VALUE_DEPTH, MAX_INT_DIGITS, object_hook=_untag)
+
+
+def bounded_loads(text: str | bytes, max_depth: int, max_digits: int, **hooks: Any) -> Any:
+    """``json.loads`` that refuses deep nesting and long integers before they cost anything.
+
+    Integers up to ``max_digits`` digits are read whatever the interpreter's own limit on
+    converting strings to integers (4,300 digits by default).
+
+    Args:
+        text: The JSON text.
+        max_depth: The most arrays and objects one value may nest.
+        max_digits: The most digits an integer may have.
+        **hooks: More keyword arguments for :func:`json.loads` (``object_hook``...).
+
+    Returns:
+        The value.
+
+    Raises:
+        ValueError: If the text is not JSON, nests deeper than ``max_depth`` or holds a
+            longer integer (the message says which).
+
+    >>> bounded_loads("[[1]]", max_depth=2, max_digits=3)
+    [[1]]
+    >>> bounded_loads("[[[1]]]", max_depth=2, max_digits=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: JSON nested deeper than 2 levels
+    """
+    if isinstance(text, bytes | bytearray):
+        text = bytes(text).decode("utf-8", "surrogatepass")
+    if json_depth(text, max_depth) > max_depth:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > max_digits:
+            raise ValueError(f"an integer of more than {max_digits} digits")
+        return long_int(digits)
+
+    try:
+        return json.loads(text, parse_int=parse_int, **hooks)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels") from None
+
+
+def json_depth(text: str, limit: int) -> int:
+    """How deep arrays and objects nest in ``text``, as far as ``limit`` matters.
+
+    Brackets inside strings do not count. The result is exact above ``limit`` up to
+    ``limit + 1``; at or below it, it is at most ``limit``.
+
+    >>> json_depth('[{"a": "[[["}, []]', limit=2), json_depth('[[[]]]', limit=2)
+    (2, 3)
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return limit  # too few brackets to go deeper: no need to look closer
+    skeleton = _STRING.sub("", text) if '"' in text else text
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(skeleton):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
+def long_int(digits: str) -> int:
+    """``int(digits)`` for decimal text of any length, in pieces the interpreter accepts.
+
+    >>> long_int("-" + "9" * 9000) == -(10**9000 - 1)
+    True
+    """
+    if len(digits) <= _SAFE_DIGITS:
+        return int(digits)
+    negative = digits.startswith("-")
+    body = digits[1:] if negative else digits
+    half = len(body) // 2
+    value = long_int(body[:-half]) * 10**half + long_int(body[-half:])
+    return -value if negative else value
 
 
 def _untag(obj: dict[str, Any]) -> Any:
