@@ -19,7 +19,7 @@ from scripted_arith import NoisySolver, make_env_factory
 
 from thoughtmdp.agents.actor import Actor, shard_order
 from thoughtmdp.agents.backends.scripted import ScriptedBackend
-from thoughtmdp.commands.train import load_train_config
+from thoughtmdp.commands.config import load_config
 from thoughtmdp.envs.arith_chain import ArithChainTask
 from thoughtmdp.episodes.builder import EpisodeBuilder
 from thoughtmdp.episodes.presets import episode_config
@@ -158,7 +158,7 @@ PAPER_RUNS = [n for n in shipped_configs() if n.startswith("paper/") and n != "p
 
 @pytest.mark.parametrize("name", PAPER_RUNS)
 def test_paper_configs_are_synchronous_and_on_policy(name):
-    config = load_train_config(name, [])
+    config = load_config("train", name, [])  # the settings; the data files are not here
     actor, learner = config.actor, config.learner
     assert actor.batch_barrier and actor.pin_version and actor.max_lag == 0
     assert config.actors * actor.in_flight == learner.prompts_per_step == 32
