@@ -28,6 +28,7 @@ from thoughtmdp.transport import EpisodeSender
 from thoughtmdp.types import Episode, Problem, ResetDecision
 
 logger = logging.getLogger(__name__)
+JOIN_POLL_S = 0.05
 
 
 def shard_order(
@@ -147,11 +148,18 @@ class Actor:
         self.started = self.sent = 0
         self.fallback_watch = FallbackWatch(fallback_warn_rate)
         self._fresh = asyncio.Event()
+        self._handled = -1  # version of the newest notice applied or refused
 
     async def run(self, max_episodes: int | None = None) -> None:
-        """Stream episodes until ``max_episodes`` were sent (forever when ``None``)."""
+        """Stream episodes until ``max_episodes`` were sent (forever when ``None``).
+
+        The first episode starts once the learner has answered the actor's hello, and, when
+        the answer names an adapter (a learner that resumed or has been training), once that
+        adapter is loaded: a (re)started actor never samples with an older policy first.
+        """
         watcher = asyncio.create_task(self._follow_notices())
         try:
+            await self._join()
             if self.batch_barrier:
                 await self._in_batches(max_episodes)
             else:
@@ -189,6 +197,14 @@ class Actor:
             if max_episodes is None or self.started < max_episodes:
                 await self._wait_until(partial(self._newer_than, version))
 
+    async def _join(self) -> None:
+        """Wait for the learner's first answer, and for the adapter it names to load."""
+        while self.sender.limit == 0 and self.sender.latest is None:
+            await asyncio.sleep(JOIN_POLL_S)
+        latest = self.sender.latest
+        if latest is not None:  # loaded, or refused (then the actor keeps what it has)
+            await self._wait_until(lambda: self._handled >= latest.version)
+
     def _newer_than(self, version: int) -> bool:
         return self.backend.policy_version > version
 
@@ -217,4 +233,5 @@ class Actor:
             if self.sender.latest is not None and notice.version < self.sender.latest.version:
                 continue  # a newer one is queued behind it
             await apply_notice(self.backend, notice, self.adapter_root)
+            self._handled = notice.version
             self._fresh.set()

@@ -16,10 +16,20 @@ from thoughtmdp.errors import ConfigError
 from thoughtmdp.mdp.env import ThoughtMDPEnv
 from thoughtmdp.mdp.task import VerifiableTask, make_task
 from thoughtmdp.settings.actor import ActorConfig, resolve_backend
+from thoughtmdp.training.lifeline import watch_parent
 from thoughtmdp.transport import EpisodeSender
 from thoughtmdp.types import Problem
 
 logger = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE_S = 10.0  # to close the engine once the launcher is gone
+_interrupted: list[int] = []
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    if not _interrupted:
+        _interrupted.append(signum)
+        raise KeyboardInterrupt
 
 
 def run_actor(config: ActorConfig) -> int:
@@ -31,10 +41,13 @@ def run_actor(config: ActorConfig) -> int:
     Returns:
         The process exit code (0 also when stopped by SIGINT or SIGTERM).
     """
+    # SIGTERM and SIGHUP (how `thoughtmdp train` ends a run) unwind like Ctrl-C, so the
+    # engine closes; only the first one raises, so a second cannot cut the closing short.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupt_once)
+    watch_parent(STOP_GRACE_S)
     task = make_task(config.task, **config.task_options)
     backend = make_backend(config)
-    # SIGTERM (how `thoughtmdp train` ends a run) unwinds like Ctrl-C, so the engine closes.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         asyncio.run(stream_episodes(config, task, backend))
     except KeyboardInterrupt:

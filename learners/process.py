@@ -5,9 +5,16 @@ staleness rule) and hands them to every rank; the trainer updates; the adapter i
 the next version and its notice published; every ``checkpoint_every`` steps a checkpoint is
 written. Only rank 0 opens a socket or writes metrics.
 
-SIGTERM or SIGINT stops the learner between steps: a step that is still collecting episodes
-is abandoned (no update from part of a batch), a checkpoint is written and the process
-exits with status 0. Rank 0 tells the other ranks by handing them an empty batch.
+SIGTERM, SIGINT or SIGHUP stops the learner between steps: a step that is still collecting
+episodes is abandoned (no update from part of a batch), a checkpoint is written and the
+process exits with status 0. Rank 0 tells the other ranks by handing them an empty batch.
+Started by ``thoughtmdp train``, the learner also stops when the launcher dies
+(:mod:`thoughtmdp.training.lifeline`).
+
+A resumed learner announces the adapter version it resumed at, so that actors start from it
+(each actor's hello is answered with it). With ``max_lag`` set it also skips every episode
+sampled more than ``max_lag`` versions before that version, ``stale=reweight`` or not: such
+an episode comes from a policy the run moved past before it stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource, StopReques
 from thoughtmdp.learners.trainer import Trainer, build_trainer
 from thoughtmdp.settings.convert import to_dict
 from thoughtmdp.settings.learner import LearnerConfig, resume_mismatches
+from thoughtmdp.training.lifeline import watch_parent
 from thoughtmdp.types import Episode
 from thoughtmdp.wire import AdapterNotice
 
@@ -43,6 +51,8 @@ if TYPE_CHECKING:
     from thoughtmdp.transport import EpisodeReceiver
 
 logger = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE_S = 30.0  # to finish the running step and checkpoint once the launcher is gone
 
 
 def run_learner(config: LearnerConfig) -> int:
@@ -54,10 +64,12 @@ def run_learner(config: LearnerConfig) -> int:
     Returns:
         The process exit code.
     """
+    stop = threading.Event()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    watch_parent(STOP_GRACE_S)
     trainer = build_trainer(config)
-    loop = LearnerLoop(config, trainer)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: loop.stop.set())
+    loop = LearnerLoop(config, trainer, stop=stop)
     try:
         loop.run()
     finally:
@@ -72,10 +84,15 @@ class LearnerLoop:
         config: Learner settings.
         trainer: The trainer (every rank has one).
         source: Episode source of rank 0; default: an ``EpisodeReceiver`` on ``config.bind``.
+        stop: Set to stop between steps (default: a new event).
     """
 
     def __init__(
-        self, config: LearnerConfig, trainer: Trainer, source: EpisodeSource | None = None
+        self,
+        config: LearnerConfig,
+        trainer: Trainer,
+        source: EpisodeSource | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config, self.trainer = config, trainer
         self.rank0 = trainer.engine.rank == 0
@@ -87,16 +104,33 @@ class LearnerLoop:
         self.publisher = AdapterPublisher(config.run_dir / "adapters", config.publish_inline)
         self.version = self.publisher.latest_version()
         self.consumed: Counter[str] = Counter()
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
+        self.resumed_at: int | None = None
         self._prepare()
         self.assembler: BatchAssembler | None = None
         if self.rank0:  # only rank 0 talks to actors
             self.assembler = BatchAssembler(
                 source or self._receiver(), config.prompts_per_step, config.max_lag,
-                config.stale == "skip", self.consumed, self.stop,
+                config.stale == "skip", self.consumed, self.stop, self._oldest_usable(),
             )  # fmt: skip
             self.log = MetricsLog.for_config(config)
             self.episode_log = EpisodeLog(config.run_dir)
+            self._announce_resumed_version()
+
+    def _oldest_usable(self) -> int:
+        """Oldest policy version an episode may start from (after a resume; 0 otherwise)."""
+        if self.resumed_at is None or self.config.max_lag is None:
+            return 0
+        return max(0, self.resumed_at - self.config.max_lag)
+
+    def _announce_resumed_version(self) -> None:
+        """Tell actors (now, and each one that says hello later) the version resumed at."""
+        if self.resumed_at is None or not self.publisher.folder(self.version).is_dir():
+            return
+        notice = self.publisher.notice(self.version)
+        if self.receiver is not None:
+            self.receiver.publish(notice)
+        self.last_notice = notice
 
     def _receiver(self) -> EpisodeSource:
         from thoughtmdp.transport import EpisodeReceiver
@@ -140,6 +174,7 @@ class LearnerLoop:
         self.step = self.trainer.steps = int(saved["step"])
         self.version = max(int(saved["version"]), self.version)
         self.consumed.update(saved["consumed"])
+        self.resumed_at = self.version
         logger.info("resumed from %s at step %d, version %d", path, self.step, self.version)
 
     def run(self) -> None:

@@ -6,7 +6,8 @@ the learner cannot train on is logged, counted and dropped.
 
 An episode is *stale* when its oldest thought was sampled more than ``max_lag`` versions
 before the learner's current one. Stale episodes are skipped, or kept and reweighted by the
-loss's truncated importance weights; either way they are counted.
+loss's truncated importance weights; either way they are counted. An episode older than
+``oldest_version`` (set by a resumed learner) is always skipped and counted as stale.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class BatchAssembler:
         skip_stale: Drop stale episodes (else keep them for reweighting).
         consumed: Episodes taken so far from each actor (the stream position).
         stop: When set, :meth:`next_batch` gives up waiting (checked every ``POLL_S``).
+        oldest_version: Episodes whose oldest thought has an older version are skipped.
     """
 
     source: EpisodeSource
@@ -62,6 +64,7 @@ class BatchAssembler:
     skip_stale: bool = True
     consumed: Counter[str] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
+    oldest_version: int = 0
 
     def next_batch(self, version: int) -> tuple[list[Episode], dict[str, float]]:
         """The next step's episodes and the intake counts.
@@ -93,6 +96,9 @@ class BatchAssembler:
             if not _trainable(episode, actor):
                 counts["rejected"] += 1
                 continue
+            if _older_than(episode, self.oldest_version):
+                counts["skipped"] += 1
+                continue
             lag = episode_lag(episode, version)
             worst = max(worst, lag)
             if self.max_lag is not None and lag > self.max_lag:
@@ -108,6 +114,11 @@ class BatchAssembler:
         }
         metrics.update({f"learner/episodes/{actor}": float(n) for actor, n in taken.items()})
         return batch, metrics
+
+
+def _older_than(episode: Episode, version: int) -> bool:
+    versions = episode.policy_versions
+    return bool(versions) and versions[0] < version
 
 
 def check_episode(episode: Episode) -> None:

@@ -6,6 +6,11 @@ Each process is the same command a user would start by hand (``thoughtmdp learne
 ``run_dir/logs``. The run ends when the learner exits: after ``learner.max_steps``, or after
 the step running when the time budget ran out (it is sent SIGTERM and stops between steps).
 An actor or learner that dies before that ends the run with :class:`ProcessFailed`.
+
+Children never outlive the launcher (:mod:`thoughtmdp.training.lifeline`). Stopping sends
+the learner the signal first and gives it ``STOP_GRACE_S`` to checkpoint; the actors, which
+hold nothing worth saving, get ``ACTOR_GRACE_S``. Whatever is left is killed with its process
+group, and the shared-memory files (``/dev/shm``) the group had open are removed.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ from typing import IO, Any
 
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.settings.convert import to_yaml
+from thoughtmdp.training.lifeline import PARENT_ENV, die_with_parent
+from thoughtmdp.training.shared_memory import remove_files, shared_memory_files
 
 POLL_S = 0.5
 STOP_GRACE_S = 30.0
+ACTOR_GRACE_S = 5.0
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 LOG_TAIL_LINES = 30
 
 
@@ -73,18 +82,54 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
 
+    def end(self, signum: int, grace_s: float) -> None:
+        """Send ``signum``, wait up to ``grace_s``, then kill the group and remove its shm files."""
+        files = shared_memory_files(self.process.pid)
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=grace_s)
+        files |= shared_memory_files(self.process.pid)
+        self.signal_group(signal.SIGKILL)  # stragglers, e.g. an engine's workers
+        self.process.wait()
+        remove_files(files)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def child_environment(threads: int) -> dict[str, str]:
+    """The environment of a learner or actor: its thread count, and vLLM CPU's binding.
+
+    vLLM's CPU backend pins its OpenMP threads (``VLLM_CPU_OMP_THREADS_BIND=auto``) to the
+    same cores in every engine, so two actors (or two runs) would share one core. Binding is
+    left off (``nobind``) unless the variable is set.
+    """
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+        CPU_BIND_ENV: os.environ.get(CPU_BIND_ENV, "nobind"),
+        PARENT_ENV: str(os.getpid()),
+    }
+
 
 def start(name: str, command: list[str], log: Path, threads: int) -> Child:
-    """Start ``thoughtmdp <command...>`` in a new session, logging to ``log``."""
+    """Start ``thoughtmdp <command...>`` in a new session, logging to ``log``.
+
+    The child gets SIGTERM if this process dies (:mod:`thoughtmdp.training.lifeline`).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     out = open(log, "ab")  # noqa: SIM115 (closed when the run ends)
+    parent = os.getpid()
     process = subprocess.Popen(
         [sys.executable, "-m", "thoughtmdp.cli", *command],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=env,
+        env=child_environment(threads),
         start_new_session=True,
+        preexec_fn=lambda: die_with_parent(parent),
     )
     return Child(name, process, log, out)
 
@@ -106,19 +151,19 @@ class Processes:
         """The learner, then the actors."""
         return [self.learner, *self.actors]
 
-    def stop(self) -> None:
-        """SIGTERM every process group, then SIGKILL whatever is left after a grace period."""
-        for child in self.all:
-            if child.process.poll() is None:
-                child.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for child in self.all:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            child.signal_group(signal.SIGKILL)  # stragglers, e.g. an engine's workers
-            child.process.wait()
-            if child._file is not None:
-                child._file.close()
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop the learner (it checkpoints), then the actors; nothing of theirs is left.
+
+        Args:
+            signum: The signal sent first (the one ``thoughtmdp train`` received, if any).
+        """
+        self.learner.end(signum, STOP_GRACE_S)
+        for actor in self.actors:
+            if actor.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    actor.process.send_signal(signum)
+        for actor in self.actors:
+            actor.end(signum, ACTOR_GRACE_S)
 
 
 def launch(
@@ -164,9 +209,12 @@ def supervise(
             code = actor.process.poll()
             if code is not None:
                 raise _failure(actor, code)
-        if deadline is not None and not stopped_by_time and time.monotonic() >= deadline:
-            processes.learner.process.send_signal(signal.SIGTERM)
-            stopped_by_time = True
+        if deadline is not None and time.monotonic() >= deadline:
+            if stopped_by_time and time.monotonic() >= deadline + STOP_GRACE_S:
+                return True  # a step that long would overrun the budget: stop() ends it
+            if not stopped_by_time:
+                processes.learner.process.send_signal(signal.SIGTERM)
+                stopped_by_time = True
     raise AssertionError("unreachable")
 
 

@@ -5,20 +5,27 @@ own: (1) the embedded policy is built or found in the cache, (2) the base model 
 on the held-out problems, (3) the learner and the actors train until ``learner.max_steps``
 or the time budget, (4) adapter versions are evaluated on the same problems, (5) the summary
 and the plots are written. Every phase's output lands in the run folder as it is produced.
+
+A run stopped by SIGINT, SIGTERM or SIGHUP stops its processes (the learner checkpoints),
+writes the summary so far and the plots, and prints the command that continues it:
+``thoughtmdp train --resume RUN_DIR``. A resumed run reuses the folder's config and its
+held-out record of version 0, and trains on from the newest checkpoint.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from thoughtmdp.runs.files import CONFIG_FILE, HELDOUT_FILE, SUMMARY_FILE
+from thoughtmdp.errors import ThoughtMDPError
+from thoughtmdp.runs.files import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_jsonl
 from thoughtmdp.runs.progress import Progress
-from thoughtmdp.runs.summary import heldout_record, print_summary, sampled_text, write_summary
+from thoughtmdp.runs.summary import print_summary, write_summary
 from thoughtmdp.settings.learner import check_trackers
 from thoughtmdp.settings.train import (
     TrainConfig,
@@ -28,61 +35,140 @@ from thoughtmdp.settings.train import (
     method_name,
     resolve,
 )
-from thoughtmdp.training import launch
-from thoughtmdp.training.base_heldout import (
-    base_record_path,
-    read_base_record,
-    write_base_record,
-)
+from thoughtmdp.training import launch, run_folder
+from thoughtmdp.training.heldout import HeldoutEvaluator, versions_to_evaluate
+from thoughtmdp.training.stopping import Interrupted, StopSignals
+
+__all__ = ["HeldoutEvaluator", "train"]
 
 
-def train(config: TrainConfig, console: Any) -> dict[str, Any]:
+def train(config: TrainConfig, console: Any, resume: bool = False) -> dict[str, Any]:
     """Run every phase of a training run; returns the summary.
 
     Args:
         config: A validated train config (not yet resolved).
         console: A ``rich.console.Console`` for progress and the summary.
+        resume: Continue the run in ``config.run_dir`` from its newest checkpoint (also
+            when ``learner.resume`` is set).
 
     Returns:
         The summary (also written to ``run_dir/summary.json``).
 
     Raises:
         ConfigError: If a tracker of ``learner.report_to`` is not installed.
-        ProcessFailed: If the learner or an actor died.
+        ThoughtMDPError: If a new run would go into a folder that holds one, or another
+            process trains into the folder.
+        ProcessFailed: If the learner or an actor died, or no step was trained.
+        Interrupted: After a clean stop by a signal (the summary so far is written).
     """
     check_trackers(config.learner)
     run_dir = Path(config.run_dir or default_run_dir(config))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = resume or config.learner.resume
+    if not resume:
+        run_folder.refuse_existing(run_dir)
+    held = run_folder.lock(run_dir)
+    try:
+        with StopSignals():
+            return _run(replace(config, run_dir=run_dir), resume, console)
+    finally:
+        held.close()
+
+
+def _run(config: TrainConfig, resume: bool, console: Any) -> dict[str, Any]:
+    run_dir = config.run_dir
+    assert run_dir is not None
+    if resume:
+        config = replace(config, learner=replace(config.learner, resume=True))
+        _check_steps_left(run_dir, config.learner.max_steps)
+    else:
+        launch.write_yaml(run_dir / run_folder.TRAIN_CONFIG, config)
     resolved = resolve(config, run_dir, _bind(config))
     timings: dict[str, float] = {}
     _announce(resolved, console)
     started = time.perf_counter()
-    warm_start = _ensure_model(resolved, console)
-    timings["model_s"] = time.perf_counter() - started
-    launch.write_yaml(run_dir / CONFIG_FILE, resolved)
-    evaluate = HeldoutEvaluator(resolved, console)
-    phase = time.perf_counter()
-    evaluate([0])
-    timings["heldout_before_s"] = time.perf_counter() - phase
-    phase = time.perf_counter()
-    stopped_by_time = _train(resolved, console)
-    timings["training_s"] = time.perf_counter() - phase
-    phase = time.perf_counter()
-    evaluate(_versions_to_evaluate(run_dir, resolved.heldout.versions))
-    timings["heldout_after_s"] = time.perf_counter() - phase
-    summary = write_summary(resolved, evaluate.results, warm_start, timings, stopped_by_time)
-    if resolved.plots:
+    state = _RunState(resolved, console, started)
+    try:
+        state.warm_start = _ensure_model(resolved, console)
+        timings["model_s"] = time.perf_counter() - started
+        launch.write_yaml(run_dir / CONFIG_FILE, resolved)
+        evaluate = state.evaluate = HeldoutEvaluator(resolved, console)
         phase = time.perf_counter()
-        from thoughtmdp.runs.plots import plot_runs
+        if not (resume and evaluate.reuse_recorded()):
+            evaluate([0])
+        timings["heldout_before_s"] = time.perf_counter() - phase
+        phase = time.perf_counter()
+        steps_before = len(read_jsonl(run_dir / METRICS_FILE))
+        state.stopped_by_time = _train(resolved, console)
+        timings["training_s"] = time.perf_counter() - phase
+        _check_trained(resolved, steps_before, state.stopped_by_time)
+        phase = time.perf_counter()
+        later = versions_to_evaluate(run_dir, resolved.heldout.versions)
+        evaluate([v for v in later if v not in evaluate.results])
+        timings["heldout_after_s"] = time.perf_counter() - phase
+    except Interrupted as exc:
+        state.finish(timings, stopped_by=exc.signum)
+        console.print(  # one line, whatever the width: it is copied into a shell
+            f"stopped by {exc}; continue the run with: thoughtmdp train --resume {run_dir}",
+            soft_wrap=True,
+        )
+        raise
+    return state.finish(timings)
 
-        summary["plots"] = [str(p) for p in plot_runs([run_dir], run_dir / "plots")]
-        _plots_to_trackers(run_dir, summary["plots"], console)
-        timings["plots_s"] = time.perf_counter() - phase
-    timings["total_s"] = time.perf_counter() - started
-    summary["timings"] = {k: round(v, 1) for k, v in timings.items()}
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    print_summary(summary, console)
-    return summary
+
+class _RunState:
+    """What a run has produced so far, to summarise at its end or when it is stopped."""
+
+    def __init__(self, resolved: TrainConfig, console: Any, started: float) -> None:
+        self.resolved, self.console, self.started = resolved, console, started
+        self.warm_start: dict[str, Any] | None = None
+        self.evaluate: HeldoutEvaluator | None = None
+        self.stopped_by_time = False
+
+    def finish(self, timings: dict[str, float], stopped_by: int | None = None) -> dict[str, Any]:
+        """Write the summary and the plots, print the summary; returns it."""
+        resolved, console = self.resolved, self.console
+        run_dir = resolved.run_dir
+        assert run_dir is not None
+        results = self.evaluate.results if self.evaluate is not None else {}
+        summary = write_summary(resolved, results, self.warm_start, timings, self.stopped_by_time)
+        if stopped_by is not None:
+            summary["stopped_by_signal"] = stopped_by
+        if resolved.plots and (run_dir / METRICS_FILE).exists():
+            phase = time.perf_counter()
+            from thoughtmdp.runs.plots import plot_runs
+
+            summary["plots"] = [str(p) for p in plot_runs([run_dir], run_dir / "plots")]
+            _plots_to_trackers(run_dir, summary["plots"], console)
+            timings["plots_s"] = time.perf_counter() - phase
+        timings["total_s"] = time.perf_counter() - self.started
+        summary["timings"] = {k: round(v, 1) for k, v in timings.items()}
+        (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        print_summary(summary, console)
+        return summary
+
+
+def _check_steps_left(run_dir: Path, max_steps: int | None) -> None:
+    done = run_folder.checkpoint_step(run_dir)
+    if max_steps is not None and done >= max_steps:
+        raise ThoughtMDPError(
+            f"{run_dir} already trained {done} of learner.max_steps={max_steps} steps; "
+            "raise learner.max_steps to train further"
+        )
+
+
+def _check_trained(resolved: TrainConfig, steps_before: int, stopped_by_time: bool) -> None:
+    """Raise :class:`~launch.ProcessFailed` when the learner finished no step."""
+    assert resolved.run_dir is not None
+    if len(read_jsonl(resolved.run_dir / METRICS_FILE)) > steps_before:
+        return
+    if stopped_by_time:
+        reason = (
+            f"the time budget (max_minutes={resolved.max_minutes:g}) ran out before the "
+            "first step; raise max_minutes"
+        )
+    else:
+        reason = f"the learner exited before its first step; see {resolved.run_dir / 'logs'}"
+    raise launch.ProcessFailed(f"no step was trained: {reason}")
 
 
 def _plots_to_trackers(run_dir: Path, plots: list[str], console: Any) -> None:
@@ -114,6 +200,9 @@ def _announce(resolved: TrainConfig, console: Any) -> None:
     )
     console.print(f"[bold]thoughtmdp train[/bold]: run folder {resolved.run_dir}")
     console.print(f"actors sample with the {backend} backend ({why})")
+    if backend == "vllm":
+        bind = os.environ.get(launch.CPU_BIND_ENV, "nobind")
+        console.print(f"vLLM CPU thread binding: {launch.CPU_BIND_ENV}={bind}")
     console.print(
         f"model: {model}; method {method_name(resolved)}, {resolved.actors} actor(s), "
         f"{resolved.learner.max_steps} steps of {resolved.learner.prompts_per_step} prompts"
@@ -131,120 +220,6 @@ def _ensure_model(resolved: TrainConfig, console: Any) -> dict[str, Any] | None:
     return report
 
 
-class HeldoutEvaluator:
-    """Evaluates a run's adapter versions on its held-out problems, into ``heldout.json``.
-
-    Args:
-        resolved: The resolved run.
-        console: Where each version's pass rate (and sampled pass@1) is printed.
-
-    Attributes:
-        results: ``heldout.json`` records by version, filled as versions are evaluated.
-    """
-
-    def __init__(self, resolved: TrainConfig, console: Any) -> None:
-        assert resolved.run_dir is not None
-        self.resolved, self.console, self.run_dir = resolved, console, resolved.run_dir
-        self.results: dict[int, dict[str, Any]] = {}
-        self.base_path = base_record_path(resolved)
-
-    def __call__(self, versions: list[int]) -> None:
-        """Evaluate ``versions`` (0 is the base model; it has to come first).
-
-        The embedded policy's version 0 is read from its stored record when an earlier run
-        evaluated it the same way (:mod:`thoughtmdp.training.base_heldout`).
-        """
-        settings = self.resolved.heldout
-        if not settings.problems or not versions:
-            return
-        if versions[0] == 0 and (stored := read_base_record(self.base_path)) is not None:
-            self.console.print("held-out record of version 0 (the embedded policy) reused")
-            self.results[0] = stored
-            self._write()
-            versions = versions[1:]
-            if not versions:
-                return
-        adapters = [(v, None if v == 0 else _adapter_folder(self.run_dir, v)) for v in versions]
-        label = f"evaluating {len(adapters)} version(s) on {settings.problems} problems"
-        if settings.samples:
-            label += f" (greedy and {settings.samples} samples each)"
-        with self.console.status(label):
-            self._evaluate(adapters)
-
-    def _evaluate(self, adapters: list[tuple[int, Path | None]]) -> None:
-        from thoughtmdp.evaluation.backends import make_backend
-        from thoughtmdp.evaluation.engine import EvalEngine
-        from thoughtmdp.evaluation.heldout import evaluate_versions
-        from thoughtmdp.mdp.task import make_task
-
-        actor, settings = self.resolved.actor, self.resolved.heldout
-        task = make_task(actor.task, **actor.task_options)
-        backend, _ = make_backend(
-            self.resolved.learner.model,
-            settings.backend,
-            adapters=[folder for _, folder in adapters if folder is not None],
-            max_batch_size=settings.concurrency,
-            engine_options=actor.engine_options,
-        )
-        problems = task.problems(settings.split)[: settings.problems]
-
-        async def run_all() -> None:  # the engine's slots belong to this event loop
-            engine = EvalEngine(backend, task, settings.eval_settings(actor), split=settings.split)
-            sampled = None
-            if settings.samples:  # shares the greedy engine's slots: one batch for both
-                sampled = EvalEngine(
-                    backend,
-                    task,
-                    settings.sampled_eval_settings(actor),
-                    split=settings.split,
-                    slots=engine.slots,
-                )
-            await evaluate_versions(engine, problems, adapters, self._record, sampled)
-
-        try:
-            asyncio.run(run_all())
-        finally:
-            backend.close()
-            task.close()
-
-    def _record(self, version: int, result: Any) -> None:
-        record = self.results[version] = heldout_record(result)
-        sampled = record.get("sampled")
-        self.console.print(
-            f"held-out pass rate, version {version}: {result.pass_rate:.1%} of "
-            f"{len(result.rewards)} problems"
-            + (
-                f"; sampled pass@1 {sampled_text(sampled)} ({sampled['samples']} samples, "
-                f"T={sampled['temperature']:g})"
-                if sampled
-                else ""
-            )
-            + f" ({result.seconds:.1f}s)"
-        )
-        if version == 0:
-            write_base_record(self.base_path, record)
-        self._write()
-
-    def _write(self) -> None:
-        data = {str(v): r for v, r in sorted(self.results.items())}
-        (self.run_dir / HELDOUT_FILE).write_text(json.dumps(data) + "\n")
-
-
-def _adapter_folder(run_dir: Path, version: int) -> Path:
-    return run_dir / "adapters" / f"v{version:06d}"
-
-
-def _versions_to_evaluate(run_dir: Path, between: int) -> list[int]:
-    """Evenly spaced published versions, the last included (the first, 0, is done before)."""
-    root = run_dir / "adapters"
-    published = sorted(int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit())
-    if not published:
-        return []
-    last = published[-1]
-    picks = {round(last * k / (between + 1)) for k in range(1, between + 1)} | {last}
-    return sorted(v for v in picks if v in published)
-
-
 def _train(resolved: TrainConfig, console: Any) -> bool:
     """Start the learner and the actors, show progress, wait; whether time stopped it."""
     run_dir = resolved.run_dir
@@ -259,8 +234,12 @@ def _train(resolved: TrainConfig, console: Any) -> bool:
     processes = launch.launch(run_dir, learner_file, actor_files, threads)
     progress = Progress(console, run_dir / "metrics.jsonl", resolved.learner.max_steps)
     deadline = time.monotonic() + 60 * resolved.max_minutes if resolved.max_minutes else None
+    signum: int = signal.SIGTERM
     try:
         return launch.supervise(processes, deadline, progress.update)
+    except Interrupted as exc:
+        signum = exc.signum  # passed on to the learner and the actors
+        raise
     finally:
         progress.close()
-        processes.stop()
+        processes.stop(signum)
