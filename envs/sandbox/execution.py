@@ -110,7 +110,8 @@ class Execution:
         self.deadline = start + self.config.time_budget(len(self.job.inputs))
         user = self.config.user if os.geteuid() == 0 else None
         pids: list[int] = []
-        with workspace(user, self.config.group) as (base, work):
+        fixed = user if isinstance(user, int) else None  # a per-child user owns its own
+        with workspace(fixed, self.config.group) as (base, work):
             while not self.finished:
                 child = self._start(base, work, tag=len(pids), user=user)
                 pids.append(child.process.pid)
@@ -126,7 +127,7 @@ class Execution:
             seconds=time.monotonic() - start,
         )
 
-    def _start(self, base: str, work: str, tag: int, user: int | None) -> Child:
+    def _start(self, base: str, work: str, tag: int, user: int | str | None) -> Child:
         self._first = len(self.outcomes)
         cfg = self.config
         remaining = max(1, int(self.deadline - time.monotonic()) + 1)
@@ -138,10 +139,11 @@ class Execution:
             "line_offset": self.job.line_offset,
             "test_timeout": cfg.test_timeout, "output_limit": cfg.output_bytes,
             "limits": {
-                "uid": user, "gid": cfg.group if cfg.group is not None else user,
+                "uid": user, "gid": cfg.group,
                 "memory": cfg.memory_bytes, "file_size": cfg.file_size_bytes,
                 "cpu_seconds": remaining, "open_files": len(self.job.inputs) + 64,
-                "parent_pid": os.getpid(),
+                "threads": cfg.threads, "work_bytes": cfg.work_bytes,
+                "work_files": cfg.work_files, "parent_pid": os.getpid(),
             },
         }  # fmt: skip
         return Child(

@@ -10,6 +10,8 @@ from typing import Any, Literal
 from thoughtmdp.errors import VerifierUnavailable
 
 NOBODY = 65534
+PER_CHILD: Literal["per-child"] = "per-child"
+"""``SandboxConfig.user`` for a user of its own per child (see ``confine``)."""
 Mode = Literal["call", "function", "script"]
 
 
@@ -33,9 +35,16 @@ class SandboxConfig:
         file_size_bytes: Largest file the program may write.
         output_bytes: Most bytes a test may print; beyond, the test fails.
         max_concurrency: Children running at once.
-        user: The user to run as when started as root (``nobody`` by default); ``None``
-            keeps root, which is far weaker.
+        user: The user to run as when started as root: ``"per-child"`` (the default) for
+            a user id of its own per child, so that no child can signal, trace or
+            re-limit another and ``threads`` counts one child's threads; a number for a
+            fixed user (``NOBODY``, say), shared by every child; ``None`` keeps root, which
+            is far weaker.
         group: Its group (default: the same number as ``user``).
+        threads: Threads a program may run at once (``RLIMIT_NPROC``, applied where the
+            child's user is its own: per-child users, or a user namespace).
+        work_bytes: Size of the program's working folder (a private tmpfs).
+        work_files: Files and folders the working folder may hold.
         python: The interpreter of the child.
         site_packages: Whether programs may import installed packages (numpy, ...).
         startup_timeout: Seconds a child may take to start and confine itself.
@@ -48,15 +57,19 @@ class SandboxConfig:
     file_size_bytes: int = 16 << 20
     output_bytes: int = 16 << 20
     max_concurrency: int = 2
-    user: int | None = NOBODY
+    user: int | Literal["per-child"] | None = PER_CHILD
     group: int | None = None
+    threads: int = 64
+    work_bytes: int = 64 << 20
+    work_files: int = 4096
     python: str = sys.executable
     site_packages: bool = True
     startup_timeout: float = 30.0
     grace: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("test_timeout", "memory_bytes", "file_size_bytes", "output_bytes"):
+        for name in ("test_timeout", "memory_bytes", "file_size_bytes", "output_bytes",
+                     "threads", "work_bytes", "work_files"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(
                     f"SandboxConfig.{name} must be positive, got {getattr(self, name)}"

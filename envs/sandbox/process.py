@@ -36,6 +36,8 @@ BOOT = (
 )
 """The child's ``-c`` program: import the runner from this folder, then forget the folder."""
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+GROUP_EXIT_SECONDS = 5.0
+"""How long to wait for the last process of a killed child's group to go."""
 CLEANUP_SECONDS = 10.0
 """Time allowed to remove what a run left on disk."""
 REPORT_DEPTH, REPORT_DIGITS = 6, 20
@@ -167,11 +169,22 @@ class Child:
         return report
 
     def kill(self) -> str:
-        """Kill the child's whole process group, reap it and describe how it ended."""
+        """Kill the child's whole process group, reap it and describe how it ended.
+
+        Returns once no process of the group is left (the first process of the child's PID
+        namespace is reaped by the system, a moment after the child itself).
+        """
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         code = self.process.wait()
         os.close(self._fd)
+        deadline = time.monotonic() + GROUP_EXIT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.001)
         return describe_exit(code)
 
     def stderr_tail(self, limit: int = 2000) -> str:

@@ -220,7 +220,7 @@ def main(job_path: str, report_fd: int) -> None:
     fds = _input_files(inputs) if job["mode"] != "call" else [None] * len(inputs)
     sys.set_int_max_str_digits(50_000)  # lcb_runner's setting
     hidden = _hidden_paths(job["limits"])
-    isolation = confine.isolate(hidden)
+    isolation = confine.isolate(hidden, job["limits"])
     _repoint(isolation["exposed"])
     isolation["stdlib"] = _preload(job["preload"], hidden, isolation["exposed"])
     confine.restrict(job["limits"], isolation)

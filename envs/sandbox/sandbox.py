@@ -2,9 +2,10 @@
 
 :class:`Sandbox` runs a :class:`Job` (a program and the inputs of its tests) in a fresh
 interpreter that confines itself before it loads the program (see
-:mod:`thoughtmdp.envs.sandbox.confine`): own network and mount namespaces, an
-unprivileged user when started as root, seccomp (no new processes, no exec, no signals to
-others), and limits on memory, file size, CPU time and printed output. All tests of a
+:mod:`thoughtmdp.envs.sandbox.confine`): own network, mount, IPC and PID namespaces, a
+private size-limited tmpfs as its working folder, an unprivileged user of its own when
+started as root, seccomp (no new processes, no exec, no signals to others), and limits on
+memory, file size, threads, CPU time and printed output. All tests of a
 program run one after another in that child, each under its own timer; the parent keeps a
 watchdog per test and a time limit for the whole program, kills the child's process group
 when either passes, and starts a fresh child for the tests still to run when one dies.
@@ -27,6 +28,7 @@ from typing import Any
 from thoughtmdp.envs.sandbox.execution import Execution
 from thoughtmdp.envs.sandbox.jobs import (
     NOBODY,
+    PER_CHILD,
     Job,
     Mode,
     Outcome,
@@ -38,6 +40,7 @@ from thoughtmdp.envs.sandbox.jobs import (
 
 __all__ = [
     "NOBODY",
+    "PER_CHILD",
     "Job",
     "Mode",
     "Outcome",
