@@ -158,16 +158,29 @@ def _namespaces() -> str:
 
 
 def _enter_pid_namespace() -> None:
-    """Fork into the new PID namespace; only the child returns (see :func:`isolate`)."""
-    child = os.fork()
-    if child == 0:
+    """Fork into the new PID namespace; only the child returns (see :func:`isolate`).
+
+    The waiting parent ends the child on ``SIGTERM`` and reaps it before it goes, so no
+    process of the sandbox outlives the parent's kill.
+    """
+    child: list[int] = []  # while it is not reaped
+
+    def end_child(*_: Any) -> None:
+        for pid in child:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, end_child)
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         return
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except ChildProcessError:
-            os._exit(70)
+    child.append(pid)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        os._exit(70)
+    child.clear()
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         with contextlib.suppress(OSError, ValueError):

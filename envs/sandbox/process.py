@@ -36,6 +36,8 @@ BOOT = (
 )
 """The child's ``-c`` program: import the runner from this folder, then forget the folder."""
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+TERM_SECONDS = 1.0
+"""How long a child may take to end the program's process once asked (``SIGTERM``)."""
 GROUP_EXIT_SECONDS = 5.0
 """How long to wait for the last process of a killed child's group to go."""
 CLEANUP_SECONDS = 10.0
@@ -169,22 +171,28 @@ class Child:
         return report
 
     def kill(self) -> str:
-        """Kill the child's whole process group, reap it and describe how it ended.
+        """End the child and every process of its group, reap it and describe how it ended.
 
-        Returns once no process of the group is left (the first process of the child's PID
-        namespace is reaped by the system, a moment after the child itself).
+        ``SIGTERM`` first: the child then ends the process it runs the program in (the first
+        of its PID namespace) and reaps it. ``SIGKILL`` for the whole group after
+        :data:`TERM_SECONDS`, or at once for a child that does not wait for anyone.
         """
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        code = self.process.wait()
-        os.close(self._fd)
+            os.kill(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(TERM_SECONDS)
         deadline = time.monotonic() + GROUP_EXIT_SECONDS
-        while time.monotonic() < deadline:
+        while True:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 break
+            code = self.process.wait()
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.001)
+        code = self.process.wait()
+        os.close(self._fd)
         return describe_exit(code)
 
     def stderr_tail(self, limit: int = 2000) -> str:
