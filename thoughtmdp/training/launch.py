@@ -202,7 +202,8 @@ def supervise(
         on_poll()
         code = processes.learner.process.poll()
         if code is not None:
-            if code != 0:
+            # SIGTERM before its handler was installed (still starting): a stop, not a failure
+            if code != 0 and not (stopped_by_time and code == -signal.SIGTERM):
                 raise _failure(processes.learner, code)
             return stopped_by_time
         for actor in processes.actors:
