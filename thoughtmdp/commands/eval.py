@@ -1,7 +1,8 @@
 """The ``thoughtmdp eval`` command: evaluate a model and its adapters on a suite.
 
 Arguments, the suite, its data files and the adapters are checked before any model loads;
-nothing here imports torch or vLLM at module level.
+nothing here imports torch or vLLM at module level. ``--run RUN_DIR`` evaluates a run's
+adapter with the task, prompts and rollout settings it was trained with.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.evaluation.backends import BACKENDS
 from thoughtmdp.evaluation.plan import EvalPlan, fingerprint, plan_from_args
 from thoughtmdp.evaluation.suite import DATA_DIR_ENV
-from thoughtmdp.settings.evaluation import EvalSettings, add_eval_arguments
+from thoughtmdp.evaluation.trained import TrainedPolicy
+from thoughtmdp.settings.evaluation import OPTIONS, EvalSettings, add_eval_arguments
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``eval``."""
-    parser.add_argument("--model", required=True, help="base model folder (or vLLM model name)")
+    add_policy_arguments(parser)
     parser.add_argument(
         "--adapter",
         action="append",
@@ -54,15 +56,90 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="eval_results", help="output folder (resumed if present)")
     parser.add_argument("-k", default="1", help="comma-separated k of pass@k (each <= --samples)")
     add_eval_arguments(parser, EvalSettings())
+    parser.set_defaults(**dict.fromkeys(OPTIONS))  # left out: the run's value, else the default
     add_backend_arguments(parser)
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and how it was trained, shared by ``eval`` and ``audit-localization``."""
+    parser.add_argument(
+        "--model",
+        help="base model folder (or vLLM model name); default: the one --run or --config names",
+    )
+    parser.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help=(
+            "a thoughtmdp train run folder: its adapter, evaluated with the model, task "
+            "options (prompts included) and rollout settings of its config.yaml"
+        ),
+    )
+    parser.add_argument(
+        "--version",
+        type=int,
+        help="adapter version of --run (default: the latest; 0: the base model)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help=(
+            "the train config (a run's config.yaml) or actor config the model was trained "
+            "with; its task options and rollout settings are used, as with --run"
+        ),
+    )
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """The backend choice, shared by ``eval`` and ``audit-localization``."""
     parser.add_argument(
-        "--backend", choices=BACKENDS, default="auto", help="auto: vLLM when installed"
+        "--backend",
+        choices=BACKENDS,
+        help="auto: vLLM when installed (default: auto; with --run, the run's heldout.backend)",
     )
     parser.add_argument("--device", default="cpu", help="torch device of the transformers backend")
+
+
+def policy_backend(
+    args: argparse.Namespace,
+    model: str,
+    policy: TrainedPolicy | None,
+    adapters: list[str],
+    settings: EvalSettings,
+) -> tuple[Any, str]:
+    """The backend of ``--backend``; for a trained policy, built as its held-out evaluation's.
+
+    Without ``--backend`` a policy gets the backend its run evaluated with (else ``auto``),
+    its actors' engine options and a batch of ``settings.concurrency`` requests.
+
+    Args:
+        args: The command line.
+        model: The base model.
+        policy: What the model was trained with, if known.
+        adapters: The adapter folders that will be loaded.
+        settings: The rollout settings.
+    """
+    from thoughtmdp.evaluation.backends import make_backend
+
+    if policy is None:
+        return make_backend(model, args.backend or "auto", adapters=adapters, device=args.device)
+    return make_backend(
+        model,
+        args.backend or policy.backend,
+        adapters=adapters,
+        device=args.device,
+        max_batch_size=settings.concurrency,
+        engine_options=policy.engine_options,
+    )
+
+
+def print_prompt_warnings(
+    tasks: dict[str, Any], model: str, policy: TrainedPolicy | None, names: tuple[str, ...]
+) -> None:
+    """Warn about each task that prompts otherwise than the model was trained to read."""
+    from thoughtmdp.evaluation.trained import prompt_warnings, recorded_prompts
+
+    for line in prompt_warnings(tasks, recorded_prompts(model, policy), names):
+        print(line, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,10 +155,9 @@ def run(args: argparse.Namespace) -> int:
         _close(tasks.values())
         print(f"thoughtmdp eval: error: {exc}", file=sys.stderr)
         return 2
-    from thoughtmdp.evaluation.backends import make_backend
-
+    print_prompt_warnings(tasks, plan.model, plan.policy, ("prompt_template",))
     adapters = [a for m in plan.methods for a in m.adapters if a is not None]
-    backend, kind = make_backend(plan.model, args.backend, adapters=adapters, device=args.device)
+    backend, kind = policy_backend(args, plan.model, plan.policy, adapters, plan.settings)
     try:
         return _evaluate(plan, tasks, store, backend, kind)
     finally:
@@ -111,6 +187,8 @@ def _evaluate(plan: EvalPlan, tasks: dict[str, Any], store: Any, backend: Any, k
         "sd": "sample SD (ddof=1) over a row's adapters (training seeds); none for one policy",
         "methods": {m.name: list(m.adapters) for m in plan.methods},
     }
+    if plan.policy is not None:
+        settings["trained_with"] = str(plan.policy.source)
     report = build_report(result, plan.ks, plan.settings.samples, settings)
     for metric in report.metrics:
         console.print(to_rich(report, metric))
@@ -139,6 +217,10 @@ COMMAND = Command(
         "(drawn with --sample-seed, the same for every row; a suite's exclude_training keeps "
         "training problems out), pass rate per task, mean ± SD over a row's adapters (one per "
         "training seed; the base model has no SD). Results go to --out: results.md/.csv/.json "
-        "and records.jsonl (per-item records; a rerun resumes)."
+        "and records.jsonl (per-item records; a rerun resumes). --run RUN_DIR evaluates a "
+        "run's latest adapter (--version N for another) on the run's task, prompts, chat "
+        "template, caps and held-out problem count, as its held-out evaluation did; rollout "
+        "options left out take the run's values, and a task whose prompt differs from the "
+        "one the model was trained with is named in a warning."
     ),
 )

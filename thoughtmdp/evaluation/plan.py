@@ -1,4 +1,9 @@
-"""A checked ``thoughtmdp eval`` command line: the suite, the report rows and the settings."""
+"""A checked ``thoughtmdp eval`` command line: the suite, the report rows and the settings.
+
+With ``--run`` (or ``--config``) the model, the task with its options and the rollout
+settings default to the ones the policy was trained with
+(:mod:`~thoughtmdp.evaluation.trained`); options given on the command line still win.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import Any
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.evaluation.benchmark import Method
 from thoughtmdp.evaluation.suite import Suite, load_suite, resolve_data, suite_for_tasks
-from thoughtmdp.settings.evaluation import EvalSettings, eval_settings_from_args
+from thoughtmdp.evaluation.trained import TrainedPolicy, policy_from_args, settings_from_args
+from thoughtmdp.settings.evaluation import EvalSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class EvalPlan:
         settings: Rollout settings.
         ks: The k values of pass@k.
         out: The output folder.
+        policy: What the evaluated policy was trained with (``--run``, ``--config``).
     """
 
     model: str
@@ -33,15 +40,21 @@ class EvalPlan:
     settings: EvalSettings
     ks: tuple[int, ...]
     out: Path
+    policy: TrainedPolicy | None = None
 
 
 def plan_from_args(args: argparse.Namespace) -> EvalPlan:
     """Check an ``eval`` command line and resolve its suite and adapters.
 
     Raises:
-        ThoughtMDPError: On a bad value, an unknown task, a missing data file or adapter.
+        ThoughtMDPError: On a bad value, an unknown task, a missing data file or adapter, or
+            a run folder or config that cannot be read.
     """
-    suite = select_suite(args.suite, args.tasks, args.data_dir)
+    policy = policy_from_args(args)
+    if policy is None:
+        suite = select_suite(args.suite, args.tasks, args.data_dir)
+    else:
+        suite = policy_suite(policy, args.suite, args.tasks, args.data_dir)
     if args.n is not None:
         _positive("--n", args.n)
         suite = replace(suite, n=args.n, tasks=tuple(replace(e, n=None) for e in suite.tasks))
@@ -55,14 +68,20 @@ def plan_from_args(args: argparse.Namespace) -> EvalPlan:
         if args.sample_seed < 0:
             raise ThoughtMDPError(f"--sample-seed must be 0 or more, got {args.sample_seed}")
         suite = replace(suite, sample_seed=args.sample_seed)
-    settings = eval_settings_from_args(args, EvalSettings())
+    settings = settings_from_args(args, EvalSettings() if policy is None else policy.greedy)
     ks = parse_ints("-k", args.k)
     if any(not 1 <= k <= settings.samples for k in ks):
         raise ThoughtMDPError(f"each k must be in 1..--samples ({settings.samples}), got {ks}")
     if settings.samples > 1 and settings.temperature == 0:
         print("warning: --samples > 1 at temperature 0 repeats one greedy chain", file=sys.stderr)
-    methods = parse_methods(args.adapter, args.base or not args.adapter)
-    return EvalPlan(args.model, suite, methods, settings, ks, Path(args.out))
+    trained = policy is not None and policy.adapter is not None
+    methods = parse_methods(args.adapter, args.base or not (args.adapter or trained))
+    if policy is not None and policy.adapter is not None:
+        if any(m.name == policy.row_name for m in methods):
+            raise ThoughtMDPError(f"--adapter: the row name {policy.row_name!r} is the run's")
+        methods = (*methods, Method(policy.row_name, (policy.adapter,)))
+    model = args.model or (policy.model if policy is not None else "")
+    return EvalPlan(model, suite, methods, settings, ks, Path(args.out), policy)
 
 
 def select_suite(suite: str | None, tasks: str | None, data_dir: str | None) -> Suite:
@@ -75,6 +94,31 @@ def select_suite(suite: str | None, tasks: str | None, data_dir: str | None) -> 
     if tasks:
         base = suite_for_tasks([t.strip() for t in tasks.split(",") if t.strip()], base)
     return resolve_data(base, data_dir)
+
+
+def policy_suite(
+    policy: TrainedPolicy, suite: str | None, tasks: str | None, data_dir: str | None
+) -> Suite:
+    """The tasks a trained policy is evaluated on: by default its own, as it was trained.
+
+    Its task keeps the options it was trained with wherever it is named; ``--tasks`` adds
+    suite entries and registered tasks, and ``--suite`` alone evaluates the whole suite.
+    Without either, the suite's ``n`` is the run's count of held-out problems.
+
+    Raises:
+        SuiteError: On an unknown task or a missing data file.
+    """
+    if suite is None and tasks is None:
+        n = policy.problems or Suite().n
+        return resolve_data(Suite(name="run", n=n, tasks=(policy.entry,)), data_dir)
+    base = load_suite(suite or "paper")
+    entries = tuple(policy.entry if e.name == policy.task else e for e in base.tasks)
+    if not tasks:
+        return resolve_data(replace(base, tasks=entries), data_dir)
+    if all(e.name != policy.task for e in entries):
+        entries = (*entries, policy.entry)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    return resolve_data(suite_for_tasks(names, replace(base, tasks=entries)), data_dir)
 
 
 def parse_methods(values: list[str], with_base: bool) -> tuple[Method, ...]:
