@@ -263,6 +263,11 @@ def test_eval_command_checks_arguments_before_loading_a_model(tmp_path, capsys):
     args[args.index("--data-dir") + 1] = str(tmp_path)
     assert main(args) == 2
     assert "expected data file" in capsys.readouterr().err
+    assert main(eval_args(tmp_path, missing)) == 2
+    assert capsys.readouterr().err == (
+        f"thoughtmdp eval: error: --model: no such folder: {missing} "
+        "(a local path; a hub model is named org/name)\n"
+    )
 
 
 def test_adapter_rows_are_named_and_checked(tmp_path):

@@ -33,9 +33,8 @@ from thoughtmdp.agents.warmstart.tiny_model import (
     wrap_tokenizer,
 )
 from thoughtmdp.settings.convert import to_dict
-from thoughtmdp.settings.warmstart import WarmStartRecipe, model_folder
+from thoughtmdp.settings.warmstart import RECIPE_FILE, WarmStartRecipe, model_folder
 
-RECIPE_FILE = "recipe.json"
 REPORT_FILE = "report.json"
 IGNORE = -100  # label of tokens without loss (prompts and padding)
 Row = tuple[list[int], list[int]]  # prompt ids, target ids

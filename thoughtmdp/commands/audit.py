@@ -29,6 +29,7 @@ from thoughtmdp.evaluation.trained import (
     policy_from_args,
     settings_from_args,
 )
+from thoughtmdp.settings.checks import check_model_path
 from thoughtmdp.settings.evaluation import OPTIONS, EvalSettings, add_eval_arguments
 
 CHAINS = EvalSettings(temperature=0.7, top_p=0.95)
@@ -84,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"thoughtmdp audit-localization: error: {exc}", file=sys.stderr)
         return 2
     model = args.model or (policy.model if policy is not None else "")
+    try:
+        if model:
+            check_model_path(model, "--model")
+    except ThoughtMDPError as exc:
+        print(f"thoughtmdp audit-localization: error: {exc}", file=sys.stderr)
+        return 2
     print_prompt_warnings({entry.name: task}, model, policy, PROMPT_FIELDS)
     backend, kind = policy_backend(args, model, policy, adapters, settings)
     localizer = args.localizer_max_tokens

@@ -19,6 +19,7 @@ from thoughtmdp.evaluation.backends import BACKENDS
 from thoughtmdp.evaluation.plan import EvalPlan, fingerprint, plan_from_args
 from thoughtmdp.evaluation.suite import DATA_DIR_ENV
 from thoughtmdp.evaluation.trained import TrainedPolicy
+from thoughtmdp.settings.checks import check_model_path
 from thoughtmdp.settings.evaluation import OPTIONS, EvalSettings, add_eval_arguments
 
 
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = plan_from_args(args)
         tasks = {e.name: e.build() for e in plan.suite.tasks}
+        check_model_path(plan.model, "--model")
         store = RecordStore(plan.out, fingerprint(plan))
     except (ThoughtMDPError, FileNotFoundError, ValueError) as exc:
         _close(tasks.values())

@@ -29,9 +29,7 @@ from thoughtmdp.mdp.prompts import ROLLOUT_TEMPLATE
 from thoughtmdp.mdp.task import TASKS, VerifiableTask
 from thoughtmdp.runs.files import CONFIG_FILE
 from thoughtmdp.settings.evaluation import OPTIONS, EvalSettings, eval_settings_from_args
-
-RECIPE_FILE = "recipe.json"
-"""The warm-start recipe the embedded policy's builder saves beside the weights."""
+from thoughtmdp.settings.warmstart import RECIPE_FILE
 
 PROMPT_FIELDS = ("prompt_template", "localizer_template")
 """Task options that decide what the model reads."""

@@ -27,6 +27,7 @@ LATER_FIELDS = {"task": "arith_chain", "hard_error_rate": 0.0, "hard_operand_ran
 """Fields added after format 1: they enter the fingerprint only when they differ from these,
 so the models of earlier recipes stay cached."""
 CACHE_ENV = "THOUGHTMDP_CACHE"
+RECIPE_FILE = "recipe.json"  # beside a built policy: the recipe it was built from
 
 TINY_PROMPT = "Q: {question}\n"
 """Rollout prompt of the embedded policy: a tiny model reads no instructions."""
