@@ -46,7 +46,9 @@ def test_shared_memory_of_one_sample_is_not_seen_by_the_next(sandbox: Sandbox) -
 
 
 def test_each_child_is_alone_in_its_process_namespace(sandbox: Sandbox) -> None:
-    assert output(sandbox, "import os\nprint(os.getpid())") == ["1"]
+    # The first process of the namespace only waits: the program runs under it, with the
+    # usual signal actions.
+    assert output(sandbox, "import os\nprint(os.getpid(), os.getppid())") == ["2", "1"]
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="per-child users are made as root")

@@ -7,16 +7,21 @@ a report (what worked, what did not and why):
    network), mount, IPC (no System V or POSIX message queue, semaphore or shared memory of
    another sample, and none outlives the child) and PID namespace (no other process can be
    named); as non-root a new user namespace too, which is what lets an unprivileged process
-   create the others. For the PID namespace the child forks once: the first process of the
-   namespace runs the program, its parent waits and passes on how it ended.
-2. **Mounts**: a size-limited private tmpfs as the working folder (gone with the child), and
-   empty read-only file systems over the world-writable folders (``/tmp``,
-   ``/var/tmp``, ``/dev/shm``, ``/run/lock``), over ``/proc`` (no view of other
-   processes, their command lines or environments) and over the run's private folder
-   around the working folder. The working folder, entered before, stays usable through
-   relative paths. Folders of the interpreter that the sandbox user
-   could not reach (a Python installed under root's private home) are bound read-only
-   under ``/tmp/.python``, so the program can still import the standard library.
+   create the others, and in which the program runs as the overflow user (``nobody``), not
+   as the caller. For the PID namespace the child forks twice: the first process of the
+   namespace only waits (a tiny init), the second runs the program, so the program gets
+   the usual signal actions (``SIGXCPU`` at the CPU-time limit ends it); each waiting
+   process passes on how the one below it ended.
+2. **File system**: a fresh read-only root (a small tmpfs over the run's private folder,
+   entered with ``pivot_root``, or ``chroot`` where that is refused; the old root is
+   detached) holding only, at their usual paths, read-only binds of the shared-library
+   folders (:data:`LIBRARY_FOLDERS`, links such as ``/lib -> usr/lib`` copied as links),
+   of the folders of the libraries the interpreter loaded (``/proc/self/maps``), of the
+   interpreter's ``sys.path`` folders under ``sys.prefix``/``sys.base_prefix`` or named
+   ``site-packages``, of :data:`FILES` and :data:`DEVICES`, and the working folder: a
+   size-limited private tmpfs at its host path, gone with the child. The host's other
+   files (``/home``, ``/root``, repositories, data, ``/sys``, ``/proc``, ``/tmp``, the
+   run's job files) are not there at all.
 3. **Identity**: as root, switch to an unprivileged user (by default one of its own per
    child, see :data:`PER_CHILD_UID_BASE`) with no supplementary groups, so root-owned files
    cannot be written or read unless world-readable; then drop every capability and forbid
@@ -37,6 +42,7 @@ import os
 import resource
 import signal
 import stat
+import sys
 from typing import Any
 
 try:
@@ -47,36 +53,44 @@ except ImportError:  # the sandbox child imports this file as a top-level module
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 CLONE_NEWIPC, CLONE_NEWPID = 0x08000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH = 0x20, 0x1000, 0x4000, 0x40000, 0x2
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 0x400, 0x800, 0x200000
+LIBRARY_FOLDERS = ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32")
+"""Where the dynamic loader finds shared libraries (bound whole, read-only)."""
+FILES = ("/etc/ld.so.cache",)
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+ROOT_OPTIONS = b"size=256k,nr_inodes=1024,mode=0755"
+# Flags a mount in a user namespace may have locked: a read-only remount must keep them.
+_KEPT_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME
+_ST_RELATIME = 0x1000
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
-MASKED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/proc")
-"""Folders hidden under an empty read-only file system, when they exist."""
-EXPOSED = "/tmp/.python"
-"""Where folders the sandbox user could not reach are bound, read-only (see :func:`isolate`)."""
 FALLBACK_NPROC = 64
 PER_CHILD_UID_BASE = 1 << 30
 """As root with ``uid="per-child"``, each child runs as this plus its process id: no two
 live children share a user, so none can signal, trace or re-limit another, and a limit on
 threads (``RLIMIT_NPROC``) counts one child's threads only."""
+OVERFLOW_ID = 65534
+"""The user and group the program has inside its user namespace (as non-root), unless the
+kernel names another overflow id."""
+STRICT_NAMESPACES = ("network", "mount", "pid")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def isolate(expose: list[str], settings: dict[str, Any]) -> dict[str, Any]:
-    """Steps 1 and 2: namespaces and mounts; never raises for a step that fails.
+def isolate(settings: dict[str, Any]) -> dict[str, Any]:
+    """Steps 1 and 2: namespaces and the file system view; never raises for a step that fails.
 
-    With a new PID namespace, the calling process forks: the child, the first process of
-    the namespace, returns and goes on; the caller stays outside, waits for it, and ends
-    the way it ended (so the parent sees the program's exit status).
+    With a new PID namespace, the calling process forks twice: the grandchild, the second
+    process of the namespace, returns and goes on; the others wait, and each ends the way
+    the process it waits for ended (so the parent sees the program's exit status).
 
     Args:
-        expose: Folders the sandbox user cannot reach (the interpreter's library under a
-            private home, say) to bind read-only under :data:`EXPOSED`.
         settings: As for :func:`restrict`; ``uid="per-child"`` is resolved here, in place,
             and ``work_bytes``/``work_files`` size the private working folder.
 
     Returns:
-        The report so far, with ``exposed``: each exposed folder and where it now is.
+        The report so far; ``view`` says which file system the program sees.
     """
     root = os.geteuid() == 0
     report: dict[str, Any] = {"started_as_root": root}
@@ -87,11 +101,49 @@ def isolate(expose: list[str], settings: dict[str, Any]) -> dict[str, Any]:
             os.chown(".", settings["uid"], settings["gid"])
     report["namespaces"] = _namespaces()
     mount = "mount" in report["namespaces"] and "not private" not in report["namespaces"]
-    report["network"] = "namespace" if report["namespaces"] != "none" else "seccomp only"
+    none = report["namespaces"].startswith("none")
+    report["network"] = "seccomp only" if none else "namespace"
     # Without private propagation a mount would show up on the host: mount nothing then.
-    report["work"] = _private_work(settings) if mount else "host folder"
-    report["masked"], report["exposed"] = _mask_folders(expose) if mount else ([], {})
+    if mount:
+        report["view"], report["work"] = _minimal_view(settings)
+    else:
+        report["view"], report["work"] = "host (no private mount namespace)", "host folder"
     return report
+
+
+def shortfall(report: dict[str, Any]) -> str | None:
+    """What the strict isolation lacks in ``report``, or ``None`` when nothing is missing.
+
+    Strict isolation needs network, mount and PID namespaces and the minimal view.
+    """
+    namespaces = report.get("namespaces", "none")
+    missing = [n for n in STRICT_NAMESPACES if n not in namespaces.split(" ")[0].split("+")]
+    if missing:
+        return f"no {'/'.join(missing)} namespace ({namespaces})"
+    if not str(report.get("view", "")).startswith("minimal"):
+        return f"no minimal file system view ({report.get('view')})"
+    return None
+
+
+def _minimal_view(settings: dict[str, Any]) -> tuple[str, str]:
+    """Build the program's file system (step 2) around the working folder.
+
+    Returns:
+        ``(view, work)``: what the program sees and what its working folder is.
+    """
+    work = os.getcwd()
+    base = os.path.dirname(work)  # the run's private folder: it becomes the new root
+    try:
+        _prepare_root(base)
+        work_report = _private_work(base + work, settings)
+        if not work_report.startswith("tmpfs"):
+            raise OSError(work_report)
+        how = _enter_root(base, work)
+    except OSError as exc:
+        _abandon_root(base)
+        os.chdir(work)
+        return f"host ({exc})", _private_work(work, settings)
+    return f"minimal ({how})", work_report
 
 
 def _resolve_user(settings: dict[str, Any]) -> None:
@@ -116,6 +168,8 @@ def restrict(settings: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]
         The report: one entry per mechanism, saying what was achieved.
     """
     report["user"] = _switch_user(settings.get("uid"), settings.get("gid"))
+    if "user" in report["namespaces"].split(" ")[0].split("+"):
+        report["user"] = f"uid {os.getuid()} in its own user namespace (not the caller's)"
     report["capabilities"] = _drop_capabilities()
     in_pid_namespace = "pid" in report["namespaces"]
     # The death signal is cleared by the user switch: armed again here. Inside a PID
@@ -158,10 +212,13 @@ def _namespaces() -> str:
 
 
 def _enter_pid_namespace() -> None:
-    """Fork into the new PID namespace; only the child returns (see :func:`isolate`).
+    """Fork a tiny init into the new PID namespace, and the program's process under it.
 
-    The waiting parent ends the child on ``SIGTERM`` and reaps it before it goes, so no
-    process of the sandbox outlives the parent's kill.
+    Only the program's process (the second of the namespace) returns. The first process
+    of a PID namespace gets no default signal actions (a ``SIGXCPU`` would be ignored),
+    so it only waits; it tells the process outside, through a pipe, how the program ended.
+    The process outside ends the namespace on ``SIGTERM`` and reaps it before it goes, so
+    no process of the sandbox outlives the parent's kill.
     """
     child: list[int] = []  # while it is not reaped
 
@@ -171,16 +228,46 @@ def _enter_pid_namespace() -> None:
                 os.kill(pid, signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, end_child)
+    relay_read, relay_write = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(relay_read)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _die_with_parent(None)
+        _init(relay_write)
         return
+    os.close(relay_write)
     child.append(pid)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        os._exit(70)
+    status = _reap(pid)
     child.clear()
+    relayed = os.read(relay_read, 32)
+    if relayed.isdigit() and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        status = int(relayed)
+    _end_as(status)
+
+
+def _init(relay: int) -> None:
+    """As the first process of the PID namespace: fork the program's process and wait."""
+    pid = os.fork()
+    if pid == 0:
+        os.close(relay)
+        return
+    status = _reap(pid)
+    with contextlib.suppress(OSError):
+        os.write(relay, str(status).encode())
+    os._exit(0)
+
+
+def _reap(pid: int) -> int:
+    """Wait for ``pid`` to end; its wait status (``70 << 8`` if it cannot be waited for)."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return 70 << 8
+
+
+def _end_as(status: int) -> None:
+    """End this process the way a process with wait status ``status`` ended."""
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         with contextlib.suppress(OSError, ValueError):
@@ -190,59 +277,170 @@ def _enter_pid_namespace() -> None:
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 70)
 
 
-def _private_work(settings: dict[str, Any]) -> str:
-    """Mount a size-limited tmpfs on the working folder; it vanishes with the namespace."""
-    work = os.getcwd()
+def _private_work(work: str, settings: dict[str, Any]) -> str:
+    """Mount a size-limited tmpfs on the folder ``work``; it vanishes with the namespace."""
     options = f"size={int(settings['work_bytes'])},nr_inodes={int(settings['work_files'])}"
     options += ",mode=0700"
     if os.geteuid() == 0 and settings.get("uid") is not None:
         options += f",uid={settings['uid']},gid={settings['gid']}"
+    os.makedirs(work, exist_ok=True)
     flags = MS_NOSUID | MS_NODEV
     if _libc.mount(b"tmpfs", work.encode(), b"tmpfs", flags, options.encode()) != 0:
         return f"host folder (tmpfs: {os.strerror(ctypes.get_errno())})"
-    os.chdir(work)
+    if os.path.abspath(work) == os.path.abspath(os.getcwd()):
+        os.chdir(work)  # onto the new mount
     return f"tmpfs of {settings['work_bytes']} bytes, {settings['work_files']} files"
 
 
 def _map_user(uid: int, gid: int) -> None:
-    """Map the caller's ids to themselves in its new user namespace."""
+    """Map the caller's ids to the overflow ids in its new user namespace.
+
+    The program then runs as ``nobody`` there, not as the caller; it keeps every
+    capability in the namespace until :func:`restrict` drops them.
+    """
+    inside = {}
+    for kind in ("uid", "gid"):
+        try:
+            with open(f"/proc/sys/kernel/overflow{kind}", encoding="ascii") as file:
+                inside[kind] = int(file.read())
+        except (OSError, ValueError):
+            inside[kind] = OVERFLOW_ID
     with contextlib.suppress(OSError):
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                           ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{inside['uid']} {uid} 1"),
+                           ("gid_map", f"{inside['gid']} {gid} 1")):  # fmt: skip
             with open(f"/proc/self/{name}", "w") as file:
                 file.write(text)
 
 
-def _mask_folders(expose: list[str]) -> tuple[list[str], dict[str, str]]:
-    masked: list[str] = []
-    exposed: dict[str, str] = {}
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    # The working folder's parent (the run's private folder) first, while its path still
-    # resolves: "../" then leads to an empty read-only file system, also for non-root.
-    for folder in (os.path.dirname(os.getcwd()), *MASKED):
-        if not os.path.isdir(folder) or os.path.islink(folder):
-            continue
-        target = folder.encode()
-        if _libc.mount(b"tmpfs", target, b"tmpfs", flags, b"size=64k,mode=0755") != 0:
-            continue
-        if folder == os.path.dirname(EXPOSED):
-            exposed = _expose(expose)
-        read_only = _libc.mount(None, target, None, MS_REMOUNT | MS_RDONLY | flags, None) == 0
-        masked.append(folder if read_only else f"{folder} (empty but writable)")
-    return masked, exposed
+def view_paths() -> list[str]:
+    """The host paths the program's view holds (besides the working folder), in bind order.
+
+    Returns:
+        Library folders first, then the interpreter's folders, files and devices.
+    """
+    prefixes = {os.path.normpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    python = [
+        os.path.normpath(p)
+        for p in sys.path
+        if p and os.path.isabs(p) and os.path.exists(p)
+        and (_under_any(os.path.normpath(p), prefixes) or "site-packages" in p)
+    ]  # fmt: skip
+    paths = [p for p in LIBRARY_FOLDERS if os.path.lexists(p)]
+    paths += [*_loaded_library_folders(), *python, *FILES, *DEVICES]
+    return [p for i, p in enumerate(paths) if os.path.lexists(p) and p not in paths[:i]]
 
 
-def _expose(folders: list[str]) -> dict[str, str]:
-    exposed = {}
-    for index, folder in enumerate(folders):
-        target = os.path.join(EXPOSED, str(index))
-        with contextlib.suppress(OSError):
-            os.makedirs(target, 0o755)
-            if _libc.mount(folder.encode(), target.encode(), None, MS_BIND | MS_REC, None) == 0:
-                flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
-                _libc.mount(None, target.encode(), None, flags, None)
-                exposed[folder] = target
-    return exposed
+def _loaded_library_folders() -> list[str]:
+    """Folders of the shared libraries mapped into this process (``libpython``, ...)."""
+    folders = []
+    with contextlib.suppress(OSError), open("/proc/self/maps", encoding="utf-8") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            path = fields[5].strip() if len(fields) == 6 else ""
+            if path.startswith("/") and ".so" in os.path.basename(path):
+                folders.append(os.path.dirname(path))
+    return folders
+
+
+def _prepare_root(root: str) -> None:
+    """Mount the new root on the folder ``root`` and bind into it what the program needs.
+
+    Args:
+        root: An existing folder (the run's private folder); hidden under the new root.
+
+    Raises:
+        OSError: If a mount failed (the caller then :func:`_abandon_root` s it).
+    """
+    _mount(b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV, ROOT_OPTIONS)
+    for path in view_paths():
+        target = root + path
+        if os.path.islink(path):
+            _copy_link(path, target)
+        elif not _reachable(root, path):
+            _bind(path, target, device=path in DEVICES)
+
+
+def _enter_root(root: str, work: str) -> str:
+    """Make ``root`` the root of this mount namespace, read-only, and go to ``work``.
+
+    Returns:
+        How: ``"pivot_root"`` or ``"chroot"``.
+
+    Raises:
+        OSError: If neither worked.
+    """
+    os.chdir(root)
+    how = "pivot_root"
+    if _libc.syscall(_SYS_PIVOT_ROOT, b".", b".") == 0:
+        _check(_libc.umount2(b".", MNT_DETACH), "umount of the old root")
+    else:
+        how = "chroot"
+        os.chroot(".")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
+    os.chdir(work)
+    return how
+
+
+def _abandon_root(root: str) -> None:
+    """Detach a root that :func:`_prepare_root` could not finish, and everything under it."""
+    _libc.umount2(root.encode(), MNT_DETACH)
+
+
+def _reachable(root: str, path: str) -> bool:
+    """Whether ``path`` already resolves in the new root (inside a folder bound earlier)."""
+    parts = path.strip("/").split("/")
+    current = root
+    for part in parts:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            target = os.readlink(current)
+            if os.path.isabs(target):
+                return False
+            current = os.path.normpath(os.path.join(os.path.dirname(current), target))
+            if not _under_any(current, {root}):
+                return False
+        if os.path.ismount(current) and current != root:
+            return True
+        if not os.path.lexists(current):
+            return False
+    return False
+
+
+def _copy_link(path: str, target: str) -> None:
+    """The link at ``path``, made relative so it never leads out of the new root."""
+    destination = os.path.join(os.path.dirname(path), os.readlink(path))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.symlink(os.path.relpath(os.path.normpath(destination), os.path.dirname(path)), target)
+
+
+def _bind(source: str, target: str, device: bool) -> None:
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+    _mount(source.encode(), target, None, MS_BIND | MS_REC, None)
+    found = os.statvfs(target).f_flag
+    kept = found & _KEPT_FLAGS | (MS_RELATIME if found & _ST_RELATIME else 0)
+    flags = kept | MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | (0 if device else MS_NODEV)
+    _mount(None, target, None, flags, None)
+
+
+def _mount(
+    source: bytes | None, target: str, kind: bytes | None, flags: int, data: bytes | None
+) -> None:
+    _check(_libc.mount(source, target.encode(), kind, flags, data), f"mount on {target}")
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def _under_any(path: str, folders: set[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
 def _switch_user(uid: int | None, gid: int | None) -> str:
@@ -277,7 +475,7 @@ def _die_with_parent(parent_pid: int | None) -> None:
 
 
 def _limit_resources(settings: dict[str, Any], threads: int | None) -> dict[str, int]:
-    cpu = int(settings["cpu_seconds"])
+    cpu = max(1, round(float(settings["cpu_seconds"])))
     limits = {
         "RLIMIT_AS": int(settings["memory"]),
         "RLIMIT_FSIZE": int(settings["file_size"]),

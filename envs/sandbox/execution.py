@@ -141,7 +141,8 @@ class Execution:
             "limits": {
                 "uid": user, "gid": cfg.group,
                 "memory": cfg.memory_bytes, "file_size": cfg.file_size_bytes,
-                "cpu_seconds": remaining, "open_files": len(self.job.inputs) + 64,
+                "cpu_seconds": remaining if cfg.cpu_seconds is None else cfg.cpu_seconds,
+                "open_files": len(self.job.inputs) + 64, "isolation": cfg.isolation,
                 "threads": cfg.threads, "work_bytes": cfg.work_bytes,
                 "work_files": cfg.work_files, "parent_pid": os.getpid(),
             },
@@ -188,6 +189,8 @@ class Execution:
 
     def _await_ready(self, child: Child) -> ChildState:
         ready = self._next_report(child, child.started + self.config.startup_timeout)
+        if ready.get("event") == "refused":
+            raise SandboxError(refusal(_text(ready.get("error"), limit=300) or "unknown"))
         if ready.get("event") != "ready":
             raise _not_started(child, ready)
         self.isolation = dict(ready.get("isolation", {}))
@@ -247,6 +250,16 @@ class Execution:
     def _record_rest(self, outcome: Outcome) -> None:
         while not self.finished:
             self._record(outcome)
+
+
+def refusal(missing: str) -> str:
+    """The one-line message of a sandbox that will not run programs with weak isolation."""
+    return (
+        f"the sandbox refuses to run untrusted programs here: {missing}; run as root, allow "
+        "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+        "user.max_user_namespaces > 0), or accept a weaker confinement with "
+        'SandboxConfig(isolation="weak")'
+    )
 
 
 def _not_started(child: Child, report: dict[str, Any] | None) -> SandboxError:

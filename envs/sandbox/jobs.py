@@ -13,6 +13,8 @@ NOBODY = 65534
 PER_CHILD: Literal["per-child"] = "per-child"
 """``SandboxConfig.user`` for a user of its own per child (see ``confine``)."""
 Mode = Literal["call", "function", "script"]
+Isolation = Literal["strict", "weak"]
+ISOLATION_LEVELS = ("strict", "weak")
 
 
 class SandboxError(VerifierUnavailable):
@@ -45,6 +47,14 @@ class SandboxConfig:
             child's user is its own: per-child users, or a user namespace).
         work_bytes: Size of the program's working folder (a private tmpfs).
         work_files: Files and folders the working folder may hold.
+        isolation: ``"strict"`` (the default) runs programs only where the child achieves
+            network, mount and PID namespaces and the minimal file system view (as root,
+            or as a normal user with unprivileged user namespaces); elsewhere every run
+            raises :class:`SandboxError`. ``"weak"`` runs them with whatever confinement
+            the machine allows (seccomp and limits at least): the program may then read
+            the host's world-readable files and, as a normal user, keeps that user's rights.
+        cpu_seconds: CPU time the child may use (``RLIMIT_CPU``; past it the test is a time
+            limit); ``None`` for the program's whole time budget.
         python: The interpreter of the child.
         site_packages: Whether programs may import installed packages (numpy, ...).
         startup_timeout: Seconds a child may take to start and confine itself.
@@ -62,6 +72,8 @@ class SandboxConfig:
     threads: int = 64
     work_bytes: int = 64 << 20
     work_files: int = 4096
+    isolation: Isolation = "strict"
+    cpu_seconds: float | None = None
     python: str = sys.executable
     site_packages: bool = True
     startup_timeout: float = 30.0
@@ -74,6 +86,12 @@ class SandboxConfig:
                 raise ValueError(
                     f"SandboxConfig.{name} must be positive, got {getattr(self, name)}"
                 )
+        if self.isolation not in ISOLATION_LEVELS:
+            raise ValueError(
+                f"SandboxConfig.isolation must be 'strict' or 'weak', got {self.isolation!r}"
+            )
+        if self.cpu_seconds is not None and not self.cpu_seconds > 0:
+            raise ValueError(f"SandboxConfig.cpu_seconds must be positive, got {self.cpu_seconds}")
         if self.max_concurrency < 1:
             raise ValueError(
                 f"SandboxConfig.max_concurrency must be >= 1, got {self.max_concurrency}"

@@ -5,7 +5,8 @@ it imports only the standard library and its sibling files. It reads the job fil
 program source, the test inputs and the limits), confines itself
 (:mod:`confine`), then reports JSON lines on file descriptor ``fd``:
 
-``{"event": "ready", "isolation": {...}}``, then ``{"event": "loaded"}`` or
+``{"event": "ready", "isolation": {...}}`` (or ``{"event": "refused", "error": ...}`` when
+the isolation required is not achieved here), then ``{"event": "loaded"}`` or
 ``{"event": "load_failed", "status": ..., "error": ...}``, then one
 ``{"event": "test", "index": i, "status": ..., "output"/"value"/"error": ...}`` per test
 and ``{"event": "done"}``. Status is ``ok``, ``error``, ``timeout`` or ``output_limit``.
@@ -85,34 +86,12 @@ def _hidden_paths(limits: dict[str, Any]) -> list[str]:
     return [p for p in paths if not confine.world_readable(p)]
 
 
-def _repoint(exposed: dict[str, str]) -> None:
-    """Import from the exposed copies of hidden folders from now on."""
-    if not exposed:
-        return
-    sys.path[:] = [_rebase(p, exposed) for p in sys.path]
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__path__", None)
-        if isinstance(path, list):  # packages already imported find submodules there
-            path[:] = [_rebase(p, exposed) for p in path]
-    importlib.invalidate_caches()
-
-
-def _rebase(path: Any, exposed: dict[str, str]) -> Any:
-    for old, new in exposed.items():
-        if isinstance(path, str) and (path + os.sep).startswith(old + os.sep):
-            return new + path[len(old) :]
-    return path
-
-
-def _preload(names: list[str], hidden: list[str], exposed: dict[str, str]) -> str:
-    missing = [p for p in hidden if p not in exposed]
-    for name in (*names, *(EXTRA_PRELOAD if missing else ())):
+def _preload(names: list[str], hidden: list[str]) -> str:
+    for name in (*names, *(EXTRA_PRELOAD if hidden else ())):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    if missing:
-        return f"unreachable for the sandbox user: {missing}; common modules imported beforehand"
-    if exposed:
-        return "bound read-only for the sandbox user (see exposed)"
+    if hidden:
+        return f"unreachable for the sandbox user: {hidden}; common modules imported beforehand"
     return "readable by the sandbox user"
 
 
@@ -219,11 +198,14 @@ def main(job_path: str, report_fd: int) -> None:
     inputs: list[str] = job["inputs"]
     fds = _input_files(inputs) if job["mode"] != "call" else [None] * len(inputs)
     sys.set_int_max_str_digits(50_000)  # lcb_runner's setting
-    hidden = _hidden_paths(job["limits"])
-    isolation = confine.isolate(hidden, job["limits"])
-    _repoint(isolation["exposed"])
-    isolation["stdlib"] = _preload(job["preload"], hidden, isolation["exposed"])
+    isolation = confine.isolate(job["limits"])
+    minimal = isolation["view"].startswith("minimal")
+    isolation["stdlib"] = _preload(job["preload"], [] if minimal else _hidden_paths(job["limits"]))
     confine.restrict(job["limits"], isolation)
+    missing = confine.shortfall(isolation)
+    if missing and job["limits"].get("isolation") != "weak":
+        _send(report_fd, {"event": "refused", "isolation": isolation, "error": missing})
+        os._exit(0)
     streams, alarm = Streams(int(job["output_limit"])), Alarm()
     _send(report_fd, {"event": "ready", "isolation": isolation, "pid": os.getpid()})
     program = _Program(job, streams, alarm)
