@@ -55,6 +55,7 @@ def machine(isolation: dict[str, Any]) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "thoughtmdp": _version(),
         "root": os.geteuid() == 0,
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "isolation": isolation,
     }
 
@@ -85,11 +86,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"Command: `{report['command']}`",
             "",
             f"Machine: {m['platform']}, {m['machine']}, {m['cpus']} CPUs; Python {m['python']}; "
-            f"thoughtmdp {m['thoughtmdp']}; run as {'root' if m['root'] else 'non-root'}.",
+            f"thoughtmdp {m['thoughtmdp']}; run as {'root' if m['root'] else 'non-root'}; "
+            f"load average {m['load_average']} when it started.",
             "",
             f"Isolation of every child: user {iso.get('user')}; namespaces "
-            f"{iso.get('namespaces')}; seccomp {iso.get('seccomp')}; masked "
-            f"{', '.join(_masked(iso))}; rlimits {', '.join(iso.get('rlimits', {}))}.",
+            f"{iso.get('namespaces')}; file system {iso.get('view')}; seccomp "
+            f"{iso.get('seccomp')}; rlimits {', '.join(iso.get('rlimits', {}))}.",
             "",
             *rows,
             "",
@@ -98,11 +100,6 @@ def markdown(report: dict[str, Any]) -> str:
             "",
         ]
     )
-
-
-def _masked(isolation: dict[str, Any]) -> list[str]:
-    masked = isolation.get("masked", [])
-    return ["the run's own folder" if "thoughtmdp-sandbox-" in m else m for m in masked]
 
 
 def main() -> int:
