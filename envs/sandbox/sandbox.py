@@ -2,14 +2,18 @@
 
 :class:`Sandbox` runs a :class:`Job` (a program and the inputs of its tests) in a fresh
 interpreter that confines itself before it loads the program (see
-:mod:`thoughtmdp.envs.sandbox.confine`): own network, mount, IPC and PID namespaces, a
-private size-limited tmpfs as its working folder, an unprivileged user of its own when
-started as root, seccomp (no new processes, no exec, no signals to others), and limits on
+:mod:`thoughtmdp.envs.sandbox.confine`): own network, mount, IPC and PID namespaces (and a
+user namespace as a normal user), a minimal read-only file system holding only the
+interpreter, its libraries and packages and a private size-limited tmpfs as its working
+folder, an unprivileged user of its own, seccomp (no new processes, no exec, no signals to
+others), and limits on
 memory, file size, threads, CPU time and printed output. All tests of a
 program run one after another in that child, each under its own timer; the parent keeps a
 watchdog per test and a time limit for the whole program, kills the child's process group
 when either passes, and starts a fresh child for the tests still to run when one dies.
-What was achieved is reported in every :class:`RunReport` (``isolation``).
+What was achieved is reported in every :class:`RunReport` (``isolation``); where the
+namespaces or the file system view cannot be made, runs raise :class:`SandboxError` unless
+``SandboxConfig(isolation="weak")``.
 
 Runs happen on the calling thread, at most ``max_concurrency`` at a time;
 :meth:`Sandbox.arun` runs them on the sandbox's own thread pool, so an asyncio loop keeps
