@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "vllm", "peft", "deepspeed")
 SATELLITES = ("thoughtmdp.envs", "thoughtmdp.agents", "thoughtmdp.learners")
 APP_LAYER = ("cli.py", "commands", "evaluation", "training")  # below thoughtmdp/
-SANDBOX_CHILD = ("runner.py", "confine.py", "seccomp.py", "streams.py", "values.py")
+SANDBOX_CHILD = ("runner.py", "confine.py", "rootfs.py", "seccomp.py", "streams.py", "values.py")
 MAX_MODULES = 12  # per folder, __init__.py aside; past that a folder splits into subpackages
 
 
