@@ -81,3 +81,21 @@ def test_unreadable_input_is_a_clear_error(tmp_path: Path) -> None:
 def test_help_lists_eval_code() -> None:
     done = subprocess.run(["thoughtmdp", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "eval-code" in done.stdout
+
+
+def test_isolation_flag_reaches_the_sandbox(tmp_path: Path, monkeypatch) -> None:
+    from thoughtmdp.cli import main
+    from thoughtmdp.envs.livecodebench import evaluate
+
+    chosen = []
+    real = evaluate.SandboxConfig
+
+    def config(**options):
+        chosen.append(options["isolation"])
+        return real(**options)
+
+    monkeypatch.setattr(evaluate, "SandboxConfig", config)
+    for flag in ([], ["--isolation", "weak"]):
+        command = ["eval-code", "--problems", PROBLEMS, "--samples", SAMPLES, "--timeout", "1"]
+        assert main([*command, *flag, "--out", str(tmp_path / "out.json")]) == 0
+    assert chosen == ["strict", "weak"]

@@ -225,7 +225,11 @@ def grade_files(args: argparse.Namespace) -> int:
     except (OSError, ThoughtMDPError, ValueError) as exc:
         print(f"thoughtmdp eval-code: error: {exc}", file=sys.stderr)
         return 1
-    config = SandboxConfig(test_timeout=args.timeout, max_concurrency=args.max_concurrency)
+    config = SandboxConfig(
+        test_timeout=args.timeout,
+        max_concurrency=args.max_concurrency,
+        isolation=getattr(args, "isolation", "strict"),
+    )
     sandbox = Sandbox(config)
     total = sum(len(samples.codes) for _, samples, _ in jobs)
     try:

@@ -258,7 +258,7 @@ def refusal(missing: str) -> str:
         f"the sandbox refuses to run untrusted programs here: {missing}; run as root, allow "
         "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
         "user.max_user_namespaces > 0), or accept a weaker confinement with "
-        'SandboxConfig(isolation="weak")'
+        'SandboxConfig(isolation="weak") (eval-code --isolation weak)'
     )
 
 

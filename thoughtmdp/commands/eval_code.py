@@ -34,6 +34,13 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         help="run every test instead of stopping at a program's first failure",
     )
     parser.add_argument(
+        "--isolation",
+        choices=["strict", "weak"],
+        default="strict",
+        help="strict: refuse to run programs where the sandbox cannot build its namespaces and "
+        "file-system view; weak: run them with whatever confinement the machine allows",
+    )
+    parser.add_argument(
         "-k", type=int, nargs="+", default=[1, 5, 10], help="the k of the pass@k means"
     )
 
