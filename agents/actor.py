@@ -232,6 +232,6 @@ class Actor:
             notice = await self.sender.notices.get()
             if self.sender.latest is not None and notice.version < self.sender.latest.version:
                 continue  # a newer one is queued behind it
-            await apply_notice(self.backend, notice, self.adapter_root)
+            await apply_notice(self.backend, notice, self.adapter_root, self.sender.pull_adapter)
             self._handled = notice.version
             self._fresh.set()

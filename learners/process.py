@@ -129,7 +129,7 @@ class LearnerLoop:
             return
         notice = self.publisher.notice(self.version)
         if self.receiver is not None:
-            self.receiver.publish(notice)
+            self.receiver.publish(notice, self.publisher.folder(self.version))
         self.last_notice = notice
 
     def _receiver(self) -> EpisodeSource:
@@ -254,7 +254,7 @@ class LearnerLoop:
         if self.rank0:
             notice = self.publisher.publish(engine.model, state, self.version)
             if self.receiver is not None:
-                self.receiver.publish(notice)
+                self.receiver.publish(notice, self.publisher.folder(self.version))
             self.last_notice = notice
 
     def _checkpoint(self) -> None:

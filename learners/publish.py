@@ -4,6 +4,10 @@ Version ``v`` lives in ``adapters/v{v:06d}/`` as PEFT writes it (``adapter_confi
 ``adapter_model.safetensors``), loadable with ``PeftModel.from_pretrained`` and by vLLM's
 ``LoRARequest``. It is written under a temporary name, flushed to disk and renamed, so a
 reader (or a crash) never sees half a version. Versions only grow, across restarts too.
+
+Without a shared file system a small adapter travels inside its notice; one larger than
+``INLINE_LIMIT_BYTES`` is announced by its file sizes and pulled by the actors in chunks
+(:mod:`thoughtmdp.wire.chunks`), so no message comes near the wire's size limit.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.wire import ADAPTER_FILES, ADAPTER_WEIGHTS, AdapterNotice, sha256_of
 
 VERSION_DIR = re.compile(r"^v(\d{6,})$")
+INLINE_LIMIT_BYTES = 16 * 2**20
 
 
 def fsync_tree(folder: Path) -> None:
@@ -58,11 +63,15 @@ class AdapterPublisher:
     Args:
         root: Folder of the versions (``run_dir/adapters``), on a file system the actors
             share unless ``inline``.
-        inline: Put the files' bytes in the notice instead of the path.
+        inline: Send the files to the actors instead of their path: inside the notice
+            up to ``inline_limit`` bytes in all, in chunks the actors pull beyond.
+        inline_limit: Largest adapter (bytes, all files) sent inside its notice.
     """
 
-    def __init__(self, root: Path, inline: bool = False) -> None:
-        self.root, self.inline = Path(root), inline
+    def __init__(
+        self, root: Path, inline: bool = False, inline_limit: int = INLINE_LIMIT_BYTES
+    ) -> None:
+        self.root, self.inline, self.inline_limit = Path(root), inline, inline_limit
         self.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.root.glob(".v*.tmp"):  # a crash mid-write leaves these
             shutil.rmtree(leftover, ignore_errors=True)
@@ -106,5 +115,8 @@ class AdapterPublisher:
         digest = sha256_of(folder / ADAPTER_WEIGHTS)
         if not self.inline:
             return AdapterNotice(version, digest, str(folder.resolve()))
+        sizes = tuple((name, (folder / name).stat().st_size) for name in ADAPTER_FILES)
+        if sum(size for _, size in sizes) > self.inline_limit:
+            return AdapterNotice(version, digest, sizes=sizes)
         files = tuple((name, (folder / name).read_bytes()) for name in ADAPTER_FILES)
         return AdapterNotice(version, digest, None, files)

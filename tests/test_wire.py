@@ -21,11 +21,15 @@ from thoughtmdp.episodes.presets import episode_config
 from thoughtmdp.types import Episode, Group
 from thoughtmdp.wire import (
     AdapterNotice,
+    Chunk,
+    ChunkRequest,
     Credit,
     Hello,
     WireError,
     decode,
     encode_adapter,
+    encode_chunk,
+    encode_chunk_request,
     encode_credit,
     encode_episode,
     encode_hello,
@@ -139,8 +143,25 @@ def test_control_messages_round_trip():
         (("adapter_config.json", b"{}"), ("adapter_model.safetensors", b"\x00" * 10)),
     )
     assert decode(encode_adapter(notice)) == notice
+    pulled = AdapterNotice(4, "cd" * 32, sizes=(("adapter_model.safetensors", 2**40),))
+    assert decode(encode_adapter(pulled)) == pulled
     assert decode(encode_hello(Hello("actor-0", 12))) == Hello("actor-0", 12)
     assert decode(encode_credit(Credit(4))) == Credit(4)
+    request = ChunkRequest(4, "adapter_model.safetensors", 2**33, 2**23)
+    assert decode(encode_chunk_request(request)) == request
+    chunk = Chunk(4, "adapter_model.safetensors", 2**33, b"\x00\xff" * 5)
+    assert decode(encode_chunk(chunk)) == chunk
+    refusal = Chunk(5, "x", 0, error="adapter v5 is not served (served: [4])")
+    assert decode(encode_chunk(refusal)) == refusal
+
+
+def adapter_header(**fields):
+    return msgpack.packb({"schema": 1, "version": 1, "sha256": "", "path": None, **fields})
+
+
+def chunk_request(**fields):
+    header = {"schema": 1, "version": 1, "name": "w", "offset": 0, "length": 8, **fields}
+    return [b"\x05", msgpack.packb(header)]
 
 
 @pytest.mark.parametrize(
@@ -173,6 +194,25 @@ def test_control_messages_round_trip():
             "msgpack extension type 1 is not allowed",
         ),
         ([b"\x04", pickle.dumps({"schema": 1, "actor": "x"})], "header is not valid msgpack"),
+        (
+            [b"\x02", adapter_header(files=[], sizes=[["w", -1]])],
+            "header: field 'sizes' must be a list of [name, size >= 0]",
+        ),
+        (
+            [b"\x02", adapter_header(files=[], sizes=[["w", True]])],
+            "header: field 'sizes' must be a list of [name, size >= 0]",
+        ),
+        (chunk_request(offset=-1), "header: field 'offset' must be >= 0, got -1"),
+        (chunk_request(length=0), "header: field 'length' must be > 0, got 0"),
+        ([*chunk_request(), b"x"], "chunk request message has 1 unexpected array frame(s)"),
+        (
+            [b"\x06", msgpack.packb({"schema": 1, "version": 1, "name": "w", "offset": 0})],
+            "chunk message carries 0 data frames, expected 1",
+        ),
+        (
+            [b"\x06", msgpack.packb({"schema": 1, "version": 1, "name": "w", "offset": 0}), b""],
+            "header: missing field 'error'",
+        ),
     ],
 )
 def test_malformed_messages(frames, message):
@@ -295,12 +335,14 @@ HEADER_FIELDS = {
     *("problem_id", "fell_back", "unused_tokens", "timings", "sizes", *ROW_LAYOUTS),  # episode
     *("version", "sha256", "path", "files"),  # adapter notice
     *("actor", "sent", "limit"),  # hello, credit
+    *("name", "offset", "length", "error"),  # chunk request, chunk
 }
 FRAMING_ERROR = re.compile(
-    r"^(unknown message kind |\w+ message has no header frame$|header is not valid msgpack: "
+    r"^(unknown message kind |[\w ]+ message has no header frame$|header is not valid msgpack: "
     r"|msgpack extension type -?\d+ is not allowed$|header must be a map, got \w+$"
     r"|schema version .* is not supported \(expected 1\)$"
-    r"|\w+ message has \d+ unexpected array frame\(s\)$"
+    r"|[\w ]+ message has \d+ unexpected array frame\(s\)$"
+    r"|chunk message carries \d+ data frames, expected 1$"
     r"|episode needs 2 array frames \(token ids, log-probs\), got \d+$"
     r"|(token ids|log-probs) frame holds \d+ bytes, header says .* values$"
     r"|header field 'sizes' must list 2 sizes$)"
@@ -327,6 +369,7 @@ def test_ten_thousand_mutated_messages_only_raise_wire_errors(episodes):
     originals = [frames_bytes(encode_episode(e)) for e in episodes[:3]]
     originals += [frames_bytes(encode_credit(Credit(2))), frames_bytes(encode_hello(Hello("a")))]
     types = {b"\x01": Episode, b"\x02": AdapterNotice, b"\x03": Credit, b"\x04": Hello}
+    types |= {b"\x05": ChunkRequest, b"\x06": Chunk}
     outcomes = collections.Counter()
     for _ in range(10_000):
         frames = [bytearray(f) for f in originals[rng.integers(len(originals))]]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +58,10 @@ class LoadsAdapters(Protocol):
         ...
 
 
+PullFiles = Callable[[AdapterNotice, Path], Awaitable[None]]
+"""Pulls the files a notice lists by size into a folder (``EpisodeSender.pull_adapter``)."""
+
+
 def materialize(notice: AdapterNotice, root: Path) -> Path:
     """The adapter's folder: its shared path, or inline files written under ``root``.
 
@@ -71,6 +77,15 @@ def materialize(notice: AdapterNotice, root: Path) -> Path:
             if Path(name).name != name or name in ("", ".", ".."):
                 raise AdapterRefused(f"adapter v{notice.version}: unsafe file name {name!r}")
             (folder / name).write_bytes(content)
+    return verified(notice, folder)
+
+
+def verified(notice: AdapterNotice, folder: Path) -> Path:
+    """``folder``, once its weights' SHA-256 matches the notice.
+
+    Raises:
+        AdapterRefused: If the weights are missing or their digest differs.
+    """
     weights = folder / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise AdapterRefused(f"adapter v{notice.version}: {weights} does not exist")
@@ -83,12 +98,41 @@ def materialize(notice: AdapterNotice, root: Path) -> Path:
     return folder
 
 
-async def apply_notice(backend: LoadsAdapters, notice: AdapterNotice, root: Path) -> bool:
-    """Verify and load a notice newer than the backend's version; ``False`` if refused or old."""
+async def pulled(notice: AdapterNotice, root: Path, pull: PullFiles) -> Path:
+    """The adapter's folder under ``root``, its files pulled from the learner and verified.
+
+    Raises:
+        AdapterRefused: If the pull fails or the weights' SHA-256 differs from the notice.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"v{notice.version}-", dir=root))
+    try:
+        await pull(notice, folder)
+        return await asyncio.to_thread(verified, notice, folder)
+    except (ThoughtMDPError, OSError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise AdapterRefused(str(exc)) from None
+
+
+async def apply_notice(
+    backend: LoadsAdapters, notice: AdapterNotice, root: Path, pull: PullFiles | None = None
+) -> bool:
+    """Verify and load a notice newer than the backend's version; ``False`` if refused or old.
+
+    Args:
+        backend: The backend to load into.
+        notice: The learner's notice.
+        root: Where adapters that are not on a shared file system are written.
+        pull: How to fetch files the notice lists by size (refused when ``None``).
+    """
     if notice.version <= backend.policy_version:
         return False
     try:
-        folder = await asyncio.to_thread(materialize, notice, root)
+        if notice.sizes:
+            if pull is None:
+                raise AdapterRefused(f"adapter v{notice.version}: nothing can pull its files")
+            folder = await pulled(notice, root, pull)
+        else:
+            folder = await asyncio.to_thread(materialize, notice, root)
     except AdapterRefused as exc:
         logger.error("%s; keeping version %d", exc, backend.policy_version)
         return False

@@ -5,6 +5,7 @@ asyncio DEALER) exchange the messages of :mod:`thoughtmdp.wire` under credit-bas
 control; see :mod:`thoughtmdp.transport.receiver` for the protocol.
 """
 
+from thoughtmdp.transport.pull import TransferFailed
 from thoughtmdp.transport.receiver import EpisodeReceiver, ReceiverStats
 from thoughtmdp.transport.security import CurveClient, CurveServer, check_bind_address
 from thoughtmdp.transport.sender import EpisodeSender
@@ -15,5 +16,6 @@ __all__ = [
     "EpisodeReceiver",
     "EpisodeSender",
     "ReceiverStats",
+    "TransferFailed",
     "check_bind_address",
 ]

@@ -11,7 +11,9 @@ actor that has not said hello (e.g. sent just before a learner restart) is queue
 queue has room (``max_queue``) and otherwise rejected, logged and counted.
 
 Adapter notices go to every actor that said hello; a late joiner gets the latest one in
-reply to its hello, so a missed notice is repaired the next time the actor says hello.
+reply to its hello, so a missed notice is repaired the next time the actor says hello. A
+notice that lists file sizes instead of carrying the files is served in chunks on request
+(:mod:`thoughtmdp.transport.serving`), between episodes.
 """
 
 from __future__ import annotations
@@ -22,21 +24,25 @@ import queue
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from thoughtmdp.types import Episode
 from thoughtmdp.wire import (
     MAX_MESSAGE_BYTES,
     AdapterNotice,
+    ChunkRequest,
     Credit,
     Hello,
     WireError,
     decode,
     encode_adapter,
+    encode_chunk,
     encode_credit,
 )
 
 from .security import CurveServer, apply_server_keys, check_bind_address
+from .serving import ServedAdapters
 
 logger = logging.getLogger(__name__)
 POLL_MS = 20
@@ -81,6 +87,7 @@ class EpisodeReceiver:
         self._outbox: collections.deque[tuple[bytes, list[Any]]] = collections.deque()
         self._actors: dict[str, bytes] = {}
         self._latest: AdapterNotice | None = None
+        self._served = ServedAdapters()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -109,10 +116,22 @@ class EpisodeReceiver:
             self._outbox.append((identity, encode_credit(credit)))
         return actor, episode
 
-    def publish(self, notice: AdapterNotice) -> None:
-        """Send an adapter notice to every known actor (and to later joiners)."""
+    def publish(self, notice: AdapterNotice, folder: Path | None = None) -> None:
+        """Send an adapter notice to every known actor (and to later joiners).
+
+        Args:
+            notice: The notice.
+            folder: Where the files a notice lists by size are (served to actors in chunks).
+
+        Raises:
+            ValueError: If the notice lists file sizes but no ``folder`` is given.
+        """
+        if notice.sizes and folder is None:
+            raise ValueError(f"adapter v{notice.version} lists file sizes: pass its folder")
         frames = encode_adapter(notice)
         with self._lock:  # actors that say hello later get it in reply
+            if folder is not None and notice.sizes:
+                self._served.add(notice, folder)
             self._latest = notice
             self._outbox.extend((identity, frames) for identity in self._actors.values())
 
@@ -189,6 +208,10 @@ class EpisodeReceiver:
             self._hello(identity, _actor_name(identity), message.sent)
         elif isinstance(message, Episode):
             self._episode(_actor_name(identity), message)
+        elif isinstance(message, ChunkRequest):
+            with self._lock:
+                chunk = self._served.answer(message)
+            self._outbox.append((identity, encode_chunk(chunk)))
         else:
             kind = type(message).__name__
             self._reject("foreign", f"rejected a {kind} message from {identity!r}")

@@ -7,6 +7,13 @@ A message is ``[kind byte, msgpack header, *raw array frames]``; never pickle.
 'train/0'
 """
 
+from thoughtmdp.wire.chunks import (
+    CHUNK_BYTES,
+    Chunk,
+    ChunkRequest,
+    encode_chunk,
+    encode_chunk_request,
+)
 from thoughtmdp.wire.control import (
     ADAPTER_FILES,
     ADAPTER_WEIGHTS,
@@ -26,10 +33,13 @@ from thoughtmdp.wire.frames import KINDS, MAX_MESSAGE_BYTES, SCHEMA_VERSION, Fra
 __all__ = [
     "ADAPTER_FILES",
     "ADAPTER_WEIGHTS",
+    "CHUNK_BYTES",
     "KINDS",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
     "AdapterNotice",
+    "Chunk",
+    "ChunkRequest",
     "Credit",
     "Frames",
     "Hello",
@@ -38,6 +48,8 @@ __all__ = [
     "decode",
     "decode_episode",
     "encode_adapter",
+    "encode_chunk",
+    "encode_chunk_request",
     "encode_credit",
     "encode_episode",
     "encode_hello",

@@ -10,9 +10,12 @@ from typing import Any
 
 from thoughtmdp.types import Episode
 
+from .chunks import Chunk, ChunkRequest, decode_chunk, decode_chunk_request
 from .episode import decode_episode
 from .frames import (
     ADAPTER,
+    CHUNK,
+    CHUNK_REQUEST,
     CREDIT,
     EPISODE,
     HELLO,
@@ -50,12 +53,15 @@ class AdapterNotice:
         sha256: Digest of ``adapter_model.safetensors``; actors verify it before loading.
         path: Directory of the adapter on a shared file system, or ``None`` when inline.
         files: Inline file contents by name, for actors without a shared file system.
+        sizes: Sizes by name of the files an actor pulls from the learner in chunks
+            (:mod:`thoughtmdp.wire.chunks`), for adapters too large to send inline.
     """
 
     version: int
     sha256: str
     path: str | None = None
     files: tuple[tuple[str, bytes], ...] = ()
+    sizes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ class Credit:
     limit: int
 
 
-Message = Episode | AdapterNotice | Hello | Credit
+Message = Episode | AdapterNotice | Hello | Credit | ChunkRequest | Chunk
 
 
 def encode_adapter(notice: AdapterNotice) -> Frames:
@@ -91,6 +97,7 @@ def encode_adapter(notice: AdapterNotice) -> Frames:
         "sha256": notice.sha256,
         "path": notice.path,
         "files": [name for name, _ in notice.files],
+        "sizes": [[name, size] for name, size in notice.sizes],
     }
     return [ADAPTER, pack(header), *(content for _, content in notice.files)]
 
@@ -131,6 +138,10 @@ def decode(frames: Sequence[bytes | memoryview], max_bytes: int = MAX_MESSAGE_BY
     if kind == HELLO:
         no_arrays(arrays, "hello")
         return Hello(field(header, "actor", str), field(header, "sent", int))
+    if kind == CHUNK_REQUEST:
+        return decode_chunk_request(header, arrays)
+    if kind == CHUNK:
+        return decode_chunk(header, arrays)
     no_arrays(arrays, "credit")
     return Credit(field(header, "limit", int))
 
@@ -144,4 +155,20 @@ def _decode_adapter(header: dict[str, Any], arrays: Sequence[bytes | memoryview]
         sha256=field(header, "sha256", str),
         path=field(header, "path", (str, type(None))),
         files=tuple((n, bytes(a)) for n, a in zip(names, arrays, strict=True)),
+        sizes=_sizes(header.get("sizes", [])),
     )
+
+
+def _sizes(value: Any) -> tuple[tuple[str, int], ...]:
+    """The ``sizes`` field: ``[[name, size], ...]`` with str names and sizes >= 0."""
+    if not isinstance(value, list) or not all(
+        isinstance(pair, list)
+        and len(pair) == 2
+        and isinstance(pair[0], str)
+        and isinstance(pair[1], int)
+        and not isinstance(pair[1], bool)
+        and pair[1] >= 0
+        for pair in value
+    ):
+        raise WireError("header: field 'sizes' must be a list of [name, size >= 0]")
+    return tuple((name, size) for name, size in value)

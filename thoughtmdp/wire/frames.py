@@ -15,7 +15,16 @@ EPISODE = b"\x01"
 ADAPTER = b"\x02"
 CREDIT = b"\x03"
 HELLO = b"\x04"
-KINDS = {EPISODE: "episode", ADAPTER: "adapter", CREDIT: "credit", HELLO: "hello"}
+CHUNK_REQUEST = b"\x05"
+CHUNK = b"\x06"
+KINDS = {
+    EPISODE: "episode",
+    ADAPTER: "adapter",
+    CREDIT: "credit",
+    HELLO: "hello",
+    CHUNK_REQUEST: "chunk request",
+    CHUNK: "chunk",
+}
 TOKEN_DTYPE = np.dtype("<i4")
 LOGPROB_DTYPE = np.dtype("<f8")  # float64 keeps Python floats bit-exact
 MAX_MESSAGE_BYTES = 64 * 2**20
