@@ -220,3 +220,22 @@ def test_a_second_run_into_the_same_folder_is_refused_at_once(short_run, env):
         f"thoughtmdp train: {run_dir} already holds a run; continue it with "
         f"`thoughtmdp train --resume {run_dir}` or choose another run_dir\n"
     )
+
+
+@pytest.mark.slow
+def test_train_runs_a_two_rank_deepspeed_learner(root, env):
+    pytest.importorskip("deepspeed", reason='install with: pip install "thoughtmdp[deepspeed]"')
+    run_dir = root / "deepspeed"
+    ranks = ["learner.num_processes=2", "learner.deepspeed.zero_stage=2"]
+    short = ["actors=1", "learner.max_steps=2", "heldout.problems=4", "plots=false"]
+    result = train(
+        f"run_dir={run_dir}", *SHORT_RUN, *short, *ranks, env={**env, "DS_ACCELERATOR": "cpu"}
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [s["step"] for s in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]
+    checkpoint = run_dir / "checkpoints" / "step-00000002"
+    assert sorted(p.name for p in checkpoint.glob("rng-rank*.json")) == [
+        "rng-rank0.json",
+        "rng-rank1.json",
+    ]
+    assert "deepspeed.launcher" in (run_dir / "logs" / "learner.log").read_text()

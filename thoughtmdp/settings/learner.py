@@ -164,6 +164,8 @@ class LearnerConfig:
         rollouts_per_microbatch: Rollouts per forward/backward pass (memory bound only; the
             loss is the same for any value).
         shared_prefix: Run each group's shared prefix once and its rollouts on top of it.
+        gradient_checkpointing: Recompute each decoder layer's activations in backward
+            (PyTorch's non-reentrant checkpointing) instead of keeping them: memory for time.
         max_lag: Episodes whose oldest thought is more than this many versions behind the
             learner are stale (``None``: never).
         stale: What to do with a stale episode: ``skip`` it, or ``reweight`` it with the
@@ -183,6 +185,9 @@ class LearnerConfig:
         optim: The optimiser.
         loss: The loss.
         deepspeed: DeepSpeed, when the learner runs as several processes.
+        num_processes: Ranks ``thoughtmdp train`` starts the learner as, under the
+            DeepSpeed launcher when more than 1 (then ``deepspeed.zero_stage`` or
+            ``deepspeed.config_file`` is needed). A learner started by hand ignores it.
         report_to: Experiment trackers that get every step's metrics besides
             ``metrics.jsonl``: any of ``tensorboard``, ``wandb``, ``mlflow``, ``trackio``
             (``[]``: none). W&B, MLflow and trackio need their extra, e.g.
@@ -201,6 +206,7 @@ class LearnerConfig:
     prompts_per_minibatch: int = 8
     rollouts_per_microbatch: int = 8
     shared_prefix: bool = False
+    gradient_checkpointing: bool = False
     max_lag: int | None = None
     stale: Literal["skip", "reweight"] = "skip"
     max_steps: int | None = None
@@ -216,6 +222,7 @@ class LearnerConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
+    num_processes: int = 1
     report_to: tuple[Tracker, ...] = ("tensorboard",)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
@@ -244,12 +251,23 @@ class LearnerConfig:
         stage = self.deepspeed.zero_stage
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
+        _check_processes(self)
 
     def curve(self) -> CurveServer | None:
         """The CURVE keys of the learner's socket, if set."""
         if self.curve_secret is None or self.curve_authorized is None:
             return None
         return CurveServer(self.curve_secret, self.curve_authorized)
+
+
+def _check_processes(config: LearnerConfig) -> None:
+    if config.num_processes < 1:
+        raise ConfigError(f"num_processes: expected 1 or more, got {config.num_processes}")
+    if config.num_processes > 1 and not config.deepspeed.enabled:
+        raise ConfigError(
+            f"num_processes={config.num_processes} needs DeepSpeed: set deepspeed.zero_stage "
+            "(0-3) or deepspeed.config_file"
+        )
 
 
 def _check_counts(config: LearnerConfig) -> None:

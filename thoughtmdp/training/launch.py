@@ -3,7 +3,10 @@
 Each process is the same command a user would start by hand (``thoughtmdp learner --config
 ...``, ``thoughtmdp actor --config ...``), in its own session so that its whole process tree
 (vLLM's engine processes included) can be stopped together, with its output in
-``run_dir/logs``. The run ends when the learner exits: after ``learner.max_steps``, or after
+``run_dir/logs``. A learner of several ranks (``learner.num_processes``) runs under the
+DeepSpeed launcher, which starts every rank on this host; it is stopped by signalling its
+whole process group, so each rank stops between steps and takes part in the checkpoint. The
+run ends when the learner exits: after ``learner.max_steps``, or after
 the step running when the time budget ran out (it is sent SIGTERM and stops between steps).
 An actor or learner that dies before that ends the run with :class:`ProcessFailed`.
 
@@ -71,6 +74,8 @@ class Child:
     process: subprocess.Popen[bytes]
     log: Path
     _file: IO[bytes] | None = field(default=None, repr=False)
+    group_stop: bool = False
+    """Stop signals go to the whole group (a launcher that does not pass them on)."""
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the log."""
@@ -82,14 +87,32 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
 
+    def ask_to_stop(self, signum: int) -> None:
+        """Send ``signum`` to the process, or to its group when ``group_stop``."""
+        if self.group_stop:
+            self.signal_group(signum)
+        elif self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    def group_alive(self) -> bool:
+        """Whether any process of the child's group is left."""
+        try:
+            os.killpg(self.process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
     def end(self, signum: int, grace_s: float) -> None:
         """Send ``signum``, wait up to ``grace_s``, then kill the group and remove its shm files."""
         files = shared_memory_files(self.process.pid)
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signum)
+        deadline = time.monotonic() + grace_s
+        if self.process.poll() is None or (self.group_stop and self.group_alive()):
+            self.ask_to_stop(signum)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=grace_s)
+            while self.group_stop and self.group_alive() and time.monotonic() < deadline:
+                time.sleep(0.1)  # the ranks finish their step and checkpoint
         files |= shared_memory_files(self.process.pid)
         self.signal_group(signal.SIGKILL)  # stragglers, e.g. an engine's workers
         self.process.wait()
@@ -115,8 +138,10 @@ def child_environment(threads: int) -> dict[str, str]:
     }
 
 
-def start(name: str, command: list[str], log: Path, threads: int) -> Child:
-    """Start ``thoughtmdp <command...>`` in a new session, logging to ``log``.
+def start(
+    name: str, command: list[str], log: Path, threads: int, module: str = "thoughtmdp.cli"
+) -> Child:
+    """Start ``python -m module <command...>`` in a new session, logging to ``log``.
 
     The child gets SIGTERM if this process dies (:mod:`thoughtmdp.training.lifeline`).
     """
@@ -124,7 +149,7 @@ def start(name: str, command: list[str], log: Path, threads: int) -> Child:
     out = open(log, "ab")  # noqa: SIM115 (closed when the run ends)
     parent = os.getpid()
     process = subprocess.Popen(
-        [sys.executable, "-m", "thoughtmdp.cli", *command],
+        [sys.executable, "-m", module, *command],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=child_environment(threads),
@@ -159,26 +184,57 @@ class Processes:
         """
         self.learner.end(signum, STOP_GRACE_S)
         for actor in self.actors:
-            if actor.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    actor.process.send_signal(signum)
+            actor.ask_to_stop(signum)
         for actor in self.actors:
             actor.end(signum, ACTOR_GRACE_S)
 
 
 def launch(
-    run_dir: Path, learner_config: Path, actor_configs: list[Path], threads: int
+    run_dir: Path,
+    learner_config: Path,
+    actor_configs: list[Path],
+    threads: int,
+    learner_processes: int = 1,
 ) -> Processes:
-    """Start the learner and the actors of a run (configs already written)."""
+    """Start the learner and the actors of a run (configs already written).
+
+    Args:
+        run_dir: The run folder (logs go to ``run_dir/logs``).
+        learner_config: The learner's config file.
+        actor_configs: One config file per actor.
+        threads: Threads of each process (of each rank of the learner).
+        learner_processes: Ranks of the learner; more than 1 starts it under the DeepSpeed
+            launcher.
+    """
     logs = run_dir / "logs"
-    learner = start(
-        "learner", ["learner", "--config", str(learner_config)], logs / "learner.log", threads
-    )
+    learner = start_learner(learner_config, logs / "learner.log", threads, learner_processes)
     actors = [
         start(path.stem, ["actor", "--config", str(path)], logs / f"{path.stem}.log", threads)
         for path in actor_configs
     ]
     return Processes(learner, actors)
+
+
+def deepspeed_command(processes: int, command: list[str]) -> list[str]:
+    """Arguments of ``python -m deepspeed.launcher.runner`` running ``thoughtmdp <command>``.
+
+    >>> deepspeed_command(2, ["learner"])[:3]
+    ['--num_gpus', '2', '--no_local_rank']
+    """
+    port = free_loopback_address().rsplit(":", 1)[1]
+    options = ["--num_gpus", str(processes), "--no_local_rank", "--master_port", port]
+    return [*options, "--module", "thoughtmdp.cli", *command]
+
+
+def start_learner(config: Path, log: Path, threads: int, processes: int) -> Child:
+    """Start the learner: one process, or ``processes`` ranks under the DeepSpeed launcher."""
+    command = ["learner", "--config", str(config)]
+    if processes == 1:
+        return start("learner", command, log, threads)
+    runner = "deepspeed.launcher.runner"
+    child = start("learner", deepspeed_command(processes, command), log, threads, runner)
+    child.group_stop = True
+    return child
 
 
 def supervise(
@@ -214,7 +270,7 @@ def supervise(
             if stopped_by_time and time.monotonic() >= deadline + STOP_GRACE_S:
                 return True  # a step that long would overrun the budget: stop() ends it
             if not stopped_by_time:
-                processes.learner.process.send_signal(signal.SIGTERM)
+                processes.learner.ask_to_stop(signal.SIGTERM)
                 stopped_by_time = True
     raise AssertionError("unreachable")
 

@@ -2,7 +2,8 @@
 
 The launcher starts every learner and actor with ``PARENT_ENV`` set to its own process id and
 asks the kernel (``prctl(PR_SET_PDEATHSIG)``) to send the child SIGTERM when the launcher
-dies, however it dies. The child, in turn, runs :func:`watch_parent`: once its parent is gone
+dies, however it dies. The child, in turn, runs :func:`watch_parent`: once the launcher is gone
+(its parent, or for a learner rank started by the DeepSpeed launcher, that process id)
 it stops itself as SIGTERM would (the learner checkpoints, the actor closes its engine) and,
 if that takes longer than a grace period, kills its whole process group, so that the engine
 processes it started (vLLM's, grandchildren of the launcher) go with it.
@@ -64,13 +65,24 @@ def watch_parent(grace_s: float) -> threading.Thread | None:
 
 
 def _watch(parent: int, grace_s: float) -> None:
-    while os.getppid() == parent:
+    # a learner rank's parent is the DeepSpeed launcher: it watches the launcher's pid itself
+    while os.getppid() == parent or _alive(parent):
         time.sleep(POLL_S)
     logger.warning("the launcher (pid %d) is gone; stopping", parent)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(grace_s)
     logger.error("still running %.0f s after the launcher died; killing the process group", grace_s)
     kill_own_group()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def kill_own_group() -> None:

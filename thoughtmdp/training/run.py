@@ -230,8 +230,9 @@ def _train(resolved: TrainConfig, console: Any) -> bool:
         launch.write_yaml(configs / f"actor-{k}.yaml", actor_config(resolved, k))
         for k in range(resolved.actors)
     ]
-    threads = resolved.threads or max(1, (os.cpu_count() or 1) // (1 + resolved.actors))
-    processes = launch.launch(run_dir, learner_file, actor_files, threads)
+    ranks = resolved.learner.num_processes
+    threads = resolved.threads or max(1, (os.cpu_count() or 1) // (ranks + resolved.actors))
+    processes = launch.launch(run_dir, learner_file, actor_files, threads, ranks)
     progress = Progress(console, run_dir / "metrics.jsonl", resolved.learner.max_steps)
     deadline = time.monotonic() + 60 * resolved.max_minutes if resolved.max_minutes else None
     signum: int = signal.SIGTERM
