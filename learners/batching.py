@@ -6,9 +6,9 @@ are row slices of that padding, never padded again.
 A mini-batch's rollouts are planned into micro-batches. Rollouts with a zero advantage are
 left out of every forward pass (they add nothing to the loss or its gradient) but still count
 in the loss's normaliser. Whole groups go to ranks round-robin, so a group's shared prefix
-stays on one rank. Every rank ends up with the same number of micro-batches: ZeRO's
-collectives run in each forward and backward, so a rank with less work pads with a
-weight-0 micro-batch.
+stays on one rank. Every rank ends up with the same passes in the same order: ZeRO-3
+gathers weights at every module call, so a rank with less work pads with weight-0
+micro-batches of the same kind (shared-prefix or plain) as the others'.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def plan_microbatches(
             ``rows_per_micro``) instead of plain chunks.
 
     Returns:
-        One list of micro-batches per rank.
+        One list of micro-batches per rank: the same count, and the same kind (shared-prefix
+        or plain) at each position, on every rank.
     """
     lengths = arrays.attention_mask.sum(axis=1)  # (B,)
     active = arrays.advantages != 0  # (B,)
@@ -132,10 +133,34 @@ def plan_microbatches(
             rows = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
             plan = _chunks(rows, rows_per_micro, arrays, lengths, False)
         plans.append(plan)
-    count = max(1, *(len(p) for p in plans))
-    shortest = int(np.argmin(lengths))
-    filler = MicroBatch((shortest,), int(lengths[shortest]), 1, weight=0.0)
-    return [plan + [filler] * (count - len(plan)) for plan in plans]
+    return _in_step(plans, lengths)
+
+
+def _in_step(plans: list[list[MicroBatch]], lengths: NDArray[np.int64]) -> list[list[MicroBatch]]:
+    """``plans`` padded so that every rank runs the same passes in the same order.
+
+    Under ZeRO-3 every module call gathers its weights across ranks, so the ranks must call
+    the model alike: a shared-prefix micro-batch calls it twice (prefix, then suffixes), a
+    plain one once. Each rank runs its shared-prefix micro-batches first, then its plain
+    ones, each list padded with weight-0 fillers of the same kind to the longest rank's.
+    """
+    shortest = int(np.argmin(np.where(lengths > 1, lengths, np.iinfo(np.int64).max)))
+    width = int(lengths[shortest])
+    fillers = {
+        False: MicroBatch((shortest,), width, 1, weight=0.0),
+        True: MicroBatch((shortest,), width, max(1, width - 1), shared=True, weight=0.0),
+    }
+    by_kind = {kind: [[m for m in p if m.shared == kind] for p in plans] for kind in (True, False)}
+    counts = {kind: max(len(p) for p in lists) for kind, lists in by_kind.items()}
+    counts[False] = max(counts[False], 1 - counts[True])  # at least one pass per step
+    padded = []
+    for rank in range(len(plans)):
+        plan: list[MicroBatch] = []
+        for kind in (True, False):
+            mine = by_kind[kind][rank]
+            plan += mine + [fillers[kind]] * (counts[kind] - len(mine))
+        padded.append(plan)
+    return padded
 
 
 def _chunks(

@@ -185,3 +185,83 @@ def tokenizer_dir(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+# One step on a batch with a single group carrying gradient: rank 0 gets its shared-prefix
+# pass, rank 1 only padding. With every weight gathered (persistence threshold 0) the ranks
+# must call the model alike, or their all-gathers pair up wrongly and wait forever.
+UNEVEN_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from safetensors.torch import save_file
+    from thoughtmdp.learners import build_trainer
+    from thoughtmdp.settings.learner import LearnerConfig
+    from thoughtmdp.settings.convert import from_dict
+    from test_deepspeed import one_active_group
+
+    config = from_dict(LearnerConfig, json.loads(sys.argv[1]))
+    out = Path(sys.argv[2])
+    trainer = build_trainer(config)
+    loss = trainer.step(trainer.pad(one_active_group()))["actor/pg_loss"]
+    rank = trainer.engine.rank
+    save_file(trainer.engine.adapter_state(), str(out / f"rank{rank}.safetensors"))
+    (out / f"loss{rank}.json").write_text(json.dumps(loss))
+    """
+)
+
+
+def one_active_group():
+    import dataclasses
+
+    import numpy as np
+
+    from thoughtmdp.learners.synthetic import random_episode
+
+    episode = random_episode(np.random.default_rng(0), "p", 400, prompt_tokens=16, thought_tokens=6)
+    base, reset = episode.groups
+    base = dataclasses.replace(base, advantages=(0.0,) * len(base.advantages))
+    return [dataclasses.replace(episode, groups=(base, reset))]
+
+
+def test_zero3_ranks_with_uneven_work_and_every_weight_gathered_do_not_hang(
+    tiny_model_dir, tmp_path
+):
+    from thoughtmdp.learners import build_trainer
+    from thoughtmdp.settings.convert import from_dict
+    from thoughtmdp.settings.learner import LearnerConfig
+
+    ds_file = tmp_path / "ds.json"
+    ds_file.write_text(
+        json.dumps({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}})
+    )
+    values = settings(tiny_model_dir, shared_prefix=True)
+    values.update(deepspeed={"config_file": str(ds_file)}, gradient_checkpointing=True)
+    values.update(prompts_per_step=1, prompts_per_minibatch=1)
+    port = free_port()
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", UNEVEN_WORKER, json.dumps(values), str(tmp_path)],
+            env=rank_env(rank, port),
+            stdout=open(tmp_path / f"rank{rank}.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        codes = [r.wait(timeout=int(os.environ.get("HANG_TIMEOUT", "400"))) for r in ranks]
+    except subprocess.TimeoutExpired:
+        pytest.fail("the ranks hung in a collective:\n" + (tmp_path / "rank1.log").read_text())
+    finally:
+        for r in ranks:
+            r.kill()
+    assert codes == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
+    naive = settings(tiny_model_dir)
+    naive.update(prompts_per_step=1, prompts_per_minibatch=1)
+    single = build_trainer(from_dict(LearnerConfig, naive))
+    expected = single.step(single.pad(one_active_group()))["actor/pg_loss"]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"loss{rank}.json").read_text()) == pytest.approx(expected)
+    state, reference = load_file(str(tmp_path / "rank1.safetensors")), single.engine.adapter_state()
+    for name, value in reference.items():
+        assert torch.allclose(state[name], value, atol=2e-5), name

@@ -199,6 +199,21 @@ def test_micro_batches_are_padded_to_the_same_count_on_every_rank():
     assert active == set(np.flatnonzero(arrays.advantages != 0).tolist())
 
 
+def test_every_rank_runs_the_same_kinds_of_pass_in_the_same_order():
+    """ZeRO-3 gathers weights at each module call: a shared-prefix pass calls the model twice."""
+    rng = np.random.default_rng(1)
+    episodes = [random_episode(rng, f"p{i}", 50, base_group_size=3) for i in range(2)]
+    arrays = training_arrays(episodes)
+    arrays.advantages[arrays.group_ids == 2] = 0  # one group fewer: uneven work per rank
+    arrays.advantages[np.flatnonzero(arrays.group_ids == 1)[1:]] = 0  # a one-row group
+    plans = plan_microbatches(arrays, world_size=2, rows_per_micro=2, shared_prefix=True)
+    kinds = [[m.shared for m in plan] for plan in plans]
+    assert kinds[0] == kinds[1] and True in kinds[0] and False in kinds[0]
+    assert all(m.first_target < m.width for plan in plans for m in plan if m.shared)
+    active = {r for plan in plans for m in plan if m.weight for r in m.rows}
+    assert active == set(np.flatnonzero(arrays.advantages != 0).tolist())
+
+
 def test_published_adapter_loads_with_peft_and_reproduces_the_policy(
     tiny_model_dir, tokenizer, tmp_path
 ):
@@ -339,3 +354,15 @@ def test_deepspeed_config_from_a_user_file_keeps_zero_and_pins_batching(tmp_path
         "stage": 2,
         "overlap_comm": True,
     }
+
+
+def test_the_transformers_floor_loads_with_dtype_and_layered_caches():
+    """``from_pretrained(dtype=...)`` and ``DynamicCache.layers`` arrived in transformers 4.56."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (spec,) = [d for d in project["project"]["dependencies"] if d.startswith("transformers")]
+    floor = tuple(int(x) for x in re.fullmatch(r"transformers>=([\d.]+)", spec)[1].split("."))
+    assert floor >= (4, 56)

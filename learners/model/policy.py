@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.settings.learner import LearnerConfig
@@ -25,6 +26,8 @@ from thoughtmdp.settings.learner import LearnerConfig
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Logits elements per chunk of the entropy (64 MiB of float32 per temporary).
 ENTROPY_CHUNK_ELEMENTS = 2**24
+# Logits elements per chunk of the output layer's scoring (64 MiB of float32 per temporary).
+LOGIT_CHUNK_ELEMENTS = 2**24
 
 
 class TokenScores(NamedTuple):
@@ -45,7 +48,8 @@ def load_policy(config: LearnerConfig) -> nn.Module:
     """The base model from ``config.model`` with a fresh LoRA adapter; only the adapter trains.
 
     Args:
-        config: Learner settings (``model``, ``lora``, ``dtype``, ``seed``).
+        config: Learner settings (``model``, ``lora``, ``dtype``, ``seed``,
+            ``gradient_checkpointing``).
 
     Returns:
         A ``peft.PeftModel`` in training mode, on the CPU.
@@ -54,6 +58,8 @@ def load_policy(config: LearnerConfig) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(config.model, dtype=DTYPES[config.dtype])
+    if config.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(
         r=config.lora.rank,
         lora_alpha=config.lora.alpha,
@@ -147,19 +153,11 @@ def token_entropy(logits: Tensor, temperature: float) -> Tensor:
 
 
 def next_token_logits(model: Callable[..., Any], input_ids: Tensor, first_target: int) -> Tensor:
-    """Logits that predict ``input_ids[:, first_target:]``, from one forward pass.
+    """Full-vocabulary logits that predict ``input_ids[:, first_target:]`` (a reference).
 
-    Rows must be right-padded (as ``training_arrays`` pads them). No attention mask is
-    passed: under causal attention a real token only sees earlier positions, all real, so
-    padding changes nothing but the padded positions' own outputs, which carry no loss; and
-    transformers' masked attention path is several times slower on CPU, backward included.
-    Logits are computed only from position ``first_target - 1`` on: the tokens before
-    ``first_target`` (a shared prompt or prefix) carry no loss.
-
-    Args:
-        model: The policy (or a DeepSpeed engine around it).
-        input_ids: Token ids, right-padded.  # (B, T)
-        first_target: First column to predict (at least 1).
+    The learner never builds these: :func:`token_scores` computes the same log-probabilities
+    a chunk of positions at a time. Rows are right-padded and no attention mask is passed
+    (see :func:`token_scores`).
 
     Returns:
         Logits (a view of the model's output).  # (B, T - first_target, V)
@@ -173,15 +171,26 @@ def pad_front(values: Tensor, columns: int) -> Tensor:
     return torch.cat([values.new_zeros(values.shape[0], columns), values], dim=1)
 
 
+def shifted_targets(input_ids: Tensor) -> Tensor:
+    """The token each position predicts: ``input_ids[:, 1:]`` and a dummy last column (id 0)."""
+    return torch.cat([input_ids[:, 1:], input_ids.new_zeros(input_ids.shape[0], 1)], dim=1)
+
+
 def token_scores(
     model: Callable[..., Any], input_ids: Tensor, temperature: float, first_target: int = 1
 ) -> TokenScores:
     """Log-probabilities and entropies of every token from one forward pass.
 
-    As :func:`token_logprobs`, with the entropy of each scored position besides.
+    Rows must be right-padded (as ``training_arrays`` pads them). No attention mask is
+    passed: under causal attention a real token only sees earlier positions, all real, so
+    padding changes nothing but the padded positions' own outputs, which carry no loss; and
+    transformers' masked attention path is several times slower on CPU, backward included.
+    Only positions from ``first_target - 1`` on are scored (the tokens before ``first_target``,
+    a shared prompt or prefix, carry no loss), and never as a full ``(B, T, V)`` logits tensor:
+    :func:`scoring_head` runs the output layer and the log-softmax a chunk at a time.
 
     Args:
-        model: The policy (or a DeepSpeed engine around it).
+        model: The policy (or an engine around it).
         input_ids: Token ids, right-padded.  # (B, T)
         temperature: The sampling temperature.
         first_target: First column scored (at least 1).
@@ -189,9 +198,12 @@ def token_scores(
     Returns:
         Log-probabilities and entropies; columns before ``first_target`` are 0.
     """
-    logits = next_token_logits(model, input_ids, first_target)  # (B, S, V)
-    logprobs = gather_logprobs(logits, input_ids[:, first_target:], temperature)  # (B, S)
-    entropy = token_entropy(logits, temperature)  # (B, S)
+    keep = input_ids.shape[1] - first_target + 1  # positions first_target-1 .. T-1
+    targets = shifted_targets(input_ids[:, first_target - 1 :])  # (B, keep)
+    scores, _ = scored_forward(
+        model, targets, temperature, input_ids=input_ids, logits_to_keep=keep
+    )
+    logprobs, entropy = scores.logprobs[:, :-1], scores.entropy[:, :-1]  # (B, S)
     return TokenScores(pad_front(logprobs, first_target), pad_front(entropy, first_target))
 
 
@@ -200,11 +212,10 @@ def token_logprobs(
 ) -> Tensor:
     """``log pi(x_t | x_<t)`` of every token, aligned with ``input_ids`` (column 0 is 0).
 
-    One forward pass as :func:`next_token_logits` describes (right padding, no mask, logits
-    from ``first_target - 1`` on).
+    One forward pass as :func:`token_scores` describes.
 
     Args:
-        model: The policy (or a DeepSpeed engine around it).
+        model: The policy (or an engine around it).
         input_ids: Token ids, right-padded.  # (B, T)
         temperature: The sampling temperature.
         first_target: First column whose log-probability is needed (at least 1).
@@ -212,9 +223,138 @@ def token_logprobs(
     Returns:
         Log-probabilities; columns before ``first_target`` are 0.  # (B, T)
     """
-    logits = next_token_logits(model, input_ids, first_target)  # (B, S, V)
-    logprobs = gather_logprobs(logits, input_ids[:, first_target:], temperature)  # (B, S)
-    return pad_front(logprobs, first_target)  # (B, T)
+    return token_scores(model, input_ids, temperature, first_target).logprobs
+
+
+def policy_module(model: Any) -> nn.Module:
+    """The policy module behind ``model`` (an engine of :mod:`.engine`, or the module itself)."""
+    return model if isinstance(model, nn.Module) else model.model
+
+
+def scored_forward(
+    model: Callable[..., Any], targets: Tensor, temperature: float, **inputs: Any
+) -> tuple[TokenScores, Any]:
+    """One forward pass whose output layer scores ``targets`` instead of returning logits.
+
+    Args:
+        model: The policy (or an engine around it).
+        targets: The token each kept position predicts.  # (B, K)
+        temperature: The sampling temperature.
+        **inputs: Arguments of the forward pass; it must keep ``K`` positions.
+
+    Returns:
+        Log-probabilities (with gradient) and entropies of ``targets``, each ``(B, K)``, and the
+        model's output (its ``logits`` are the log-probabilities).
+    """
+    with scoring_head(policy_module(model), targets, temperature) as entropy:
+        output = model(**inputs)
+    return TokenScores(output.logits, entropy[0]), output
+
+
+@contextlib.contextmanager
+def scoring_head(module: nn.Module, targets: Tensor, temperature: float) -> Iterator[list[Tensor]]:
+    """Inside, the output layer returns the log-probabilities of ``targets`` (chunked).
+
+    The output layer (``lm_head``) stays the module that is called, so hooks on it (ZeRO-3
+    gathers its weight there, once per forward) run as usual; only its computation changes.
+    Its input ``(B or 1, K, H)`` (one row is broadcast over the targets' rows) becomes
+    ``log_softmax(h W^T / T)`` at ``targets``, ``(B, K)``, by :class:`ChunkedHeadScores`.
+
+    Args:
+        module: The policy.
+        targets: The token each position the head sees predicts.  # (B, K)
+        temperature: The sampling temperature.
+
+    Yields:
+        A list that holds the entropies ``(B, K)`` once the forward pass has run.
+
+    Raises:
+        ThoughtMDPError: If the output layer is not a linear layer without bias.
+    """
+    head: Any = cast(Any, module).get_output_embeddings()
+    if not isinstance(head, nn.Linear) or getattr(head, "bias", None) is not None:
+        raise ThoughtMDPError(
+            f"the learner scores tokens through a bias-free linear output layer; "
+            f"this model's is {type(head).__name__}"
+        )
+    entropy: list[Tensor] = []
+    rows = max(1, LOGIT_CHUNK_ELEMENTS // head.out_features)
+
+    def forward(hidden: Tensor) -> Tensor:
+        hidden = hidden.expand(targets.shape[0], -1, -1)  # (B, K, H)
+        logprobs, entropies = ChunkedHeadScores.apply(
+            hidden, head.weight, targets, temperature, rows
+        )
+        entropy.append(entropies)
+        return logprobs
+
+    head.forward = forward  # type: ignore[method-assign,assignment]
+    try:
+        yield entropy
+    finally:
+        del head.forward
+
+
+class ChunkedHeadScores(torch.autograd.Function):
+    """``log_softmax(h W^T / T)`` at the targets, and the entropy, ``rows`` positions at a time.
+
+    Neither pass holds more than a few ``rows x V`` float32 temporaries: forward keeps only
+    each position's log-normaliser, backward recomputes each chunk's logits. Values and
+    gradients equal those of the full ``(B, K, V)`` computation (logits in the weight's
+    dtype, softmax in float32) up to float rounding.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, rows: int
+    ) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies of ``targets``, each shaped like ``targets``."""
+        flat, ids = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)  # (N, H), (N,)
+        dtype = torch.promote_types(weight.dtype, torch.float32)  # the softmax's
+        logprobs, entropy, lse = (
+            torch.empty(ids.shape[0], dtype=dtype, device=hidden.device) for _ in range(3)
+        )
+        for start in range(0, ids.shape[0], rows):
+            part = slice(start, start + rows)
+            z = F.linear(flat[part], weight).to(dtype) / temperature  # (c, V)
+            lse[part] = torch.logsumexp(z, dim=-1)
+            logprobs[part] = z.gather(-1, ids[part, None]).squeeze(-1) - lse[part]
+            entropy[part] = lse[part] - (torch.softmax(z, dim=-1) * z).sum(-1)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature, ctx.rows = temperature, rows
+        logprobs, entropy = logprobs.view(targets.shape), entropy.view(targets.shape)
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:
+        """``d logp / dz = onehot - softmax``, chunk by chunk, through ``z = h W^T / T``."""
+        hidden, weight, targets, lse = ctx.saved_tensors
+        flat, ids, grad = (
+            hidden.reshape(-1, hidden.shape[-1]),
+            targets.reshape(-1),
+            grad.reshape(-1),
+        )
+        grad_hidden = torch.empty_like(flat) if ctx.needs_input_grad[0] else None
+        dtype = lse.dtype
+        grad_weight = torch.zeros_like(weight, dtype=dtype) if ctx.needs_input_grad[1] else None
+        for start in range(0, ids.shape[0], ctx.rows):
+            part = slice(start, start + ctx.rows)
+            z = F.linear(flat[part], weight).to(dtype) / ctx.temperature  # (c, V)
+            dz = torch.exp(z - lse[part, None]).mul_(-grad[part, None])  # (c, V)
+            dz.scatter_add_(-1, ids[part, None], grad[part, None])
+            dz = (dz / ctx.temperature).to(weight.dtype)
+            if grad_hidden is not None:
+                grad_hidden[part] = dz @ weight
+            if grad_weight is not None:
+                grad_weight += (dz.t() @ flat[part]).to(dtype)
+        return (
+            None if grad_hidden is None else grad_hidden.view(hidden.shape),
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None,
+            None,
+            None,
+        )
 
 
 def cache_argument(model: nn.Module) -> str:
@@ -223,9 +363,3 @@ def cache_argument(model: nn.Module) -> str:
     base = unwrap() if callable(unwrap) else model
     parameters = inspect.signature(type(base).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
-
-
-def output_cache(output: Any) -> Any:
-    """The KV cache a forward returned, whatever transformers calls it."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values

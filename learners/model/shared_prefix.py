@@ -9,46 +9,152 @@ in the naive forward, so loss and gradients agree with it up to float rounding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.learners.model.policy import (
     TokenScores,
-    gather_logprobs,
-    output_cache,
     pad_front,
-    token_entropy,
+    policy_module,
+    scored_forward,
+    shifted_targets,
 )
 
 
-def shared_prefix_logits(
-    model: Callable[..., Any], input_ids: Tensor, prefix_length: int, cache_argument: str = "cache"
-) -> Tensor:
-    """Logits that predict a group's suffix tokens, the shared prefix run once.
+def prefix_cache() -> Any:
+    """An empty KV cache that stops growing once :func:`freeze` is called on it.
+
+    After the prefix pass, the suffix pass only reads the prefix's keys and values: each
+    layer gets ``cat(prefix, suffix)`` back and nothing is stored. A pass that reads the cache
+    without writing it can be recomputed, so gradient checkpointing may keep it (the layers'
+    replay in backward sees the same prefix).
+    """
+    from transformers import DynamicCache
+
+    class PrefixCache(DynamicCache):
+        frozen = False
+
+        def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kw):
+            if not self.frozen:
+                return super().update(key_states, value_states, layer_idx, *args, **kw)
+            layer: Any = self.layers[layer_idx]
+            return (
+                torch.cat([layer.keys, key_states], dim=-2),
+                torch.cat([layer.values, value_states], dim=-2),
+            )
+
+    return PrefixCache()
+
+
+def freeze(cache: Any, rows: int) -> None:
+    """Repeat the prefix cache over ``rows`` rollouts and make it read-only."""
+    cache.batch_repeat_interleave(rows)  # (1, ...) -> (M, ...): copies keep the graph
+    cache.frozen = True
+
+
+def checkpointed_layers(module: nn.Module) -> list[Any]:
+    """The layers of ``module`` that transformers runs under gradient checkpointing now."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+    ]
+
+
+@contextlib.contextmanager
+def without_checkpointing(layers: list[Any]) -> Iterator[None]:
+    """``layers`` run normally inside: the prefix pass writes its cache, which a replay cannot."""
+    for layer in layers:
+        layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.gradient_checkpointing = True
+
+
+@contextlib.contextmanager
+def reading_cache(layers: list[Any]) -> Iterator[None]:
+    """Checkpointed ``layers`` keep the (frozen, read-only) cache inside instead of dropping it.
+
+    Raises:
+        ThoughtMDPError: If this transformers drops the cache of every checkpointed layer
+            (the suffixes would be scored without their prefix).
+    """
+    if layers and not hasattr(type(layers[0]), "_can_checkpoint_with_cache"):
+        raise ThoughtMDPError(
+            "shared_prefix with gradient_checkpointing needs a transformers whose checkpointed "
+            "layers can keep a KV cache (_can_checkpoint_with_cache); upgrade transformers or "
+            "set gradient_checkpointing=false"
+        )
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._can_checkpoint_with_cache
+
+
+def shared_prefix_scores(
+    model: Callable[..., Any],
+    input_ids: Tensor,
+    prefix_length: int,
+    temperature: float,
+    cache_argument: str = "cache",
+) -> TokenScores:
+    """Log-probabilities and entropies of a group's suffix tokens, the shared prefix run once.
+
+    The prefix pass runs without gradient checkpointing (one row of ``P`` tokens); the suffix
+    pass keeps it, reading the prefix's keys and values from a frozen cache.
 
     Args:
-        model: The policy (or a DeepSpeed engine around it).
+        model: The policy (or an engine around it).
         input_ids: The group's rows, right-padded; the first ``prefix_length`` columns are
             equal.  # (M, T)
         prefix_length: ``P``, tokens shared by every row (at least 1, less than ``T``).
+        temperature: The sampling temperature.
         cache_argument: Name of the model's KV-cache keyword (see ``model.cache_argument``).
 
     Returns:
-        Logits predicting ``input_ids[:, P:]``.  # (M, T - P, V)
+        Log-probabilities and entropies aligned with ``input_ids``; the first ``P`` columns
+        are 0.
     """
     rows = input_ids.shape[0]
-    prefix = input_ids[:1, :prefix_length]  # (1, P)
-    first = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-    cache = output_cache(first)
-    cache.batch_repeat_interleave(rows)  # (1, ...) -> (M, ...): copies keep the graph
+    layers = checkpointed_layers(policy_module(model))
+    cache = prefix_cache()
     suffix = input_ids[:, prefix_length:]  # (M, S)
-    # no attention mask, as in ``token_logprobs``: right padding is invisible to real tokens
-    rest = model(input_ids=suffix, use_cache=True, **{cache_argument: cache})
-    first_logits = first.logits[:, -1:].expand(rows, -1, -1)  # (M, 1, V) predicts suffix[:, 0]
-    return torch.cat([first_logits, rest.logits[:, :-1]], dim=1)  # (M, S, V)
+    with without_checkpointing(layers):  # the last prefix position predicts suffix[:, 0]
+        first, _ = scored_forward(
+            model,
+            suffix[:, :1],
+            temperature,
+            input_ids=input_ids[:1, :prefix_length],
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_argument: cache},
+        )
+    freeze(cache, rows)
+    # no attention mask, as in ``token_scores``: right padding is invisible to real tokens
+    with reading_cache(layers):
+        rest, _ = scored_forward(
+            model,
+            shifted_targets(suffix),
+            temperature,
+            input_ids=suffix,
+            use_cache=True,
+            **{cache_argument: cache},
+        )
+    logprobs = torch.cat([first.logprobs, rest.logprobs[:, :-1]], dim=1)  # (M, S)
+    entropy = torch.cat([first.entropy, rest.entropy[:, :-1]], dim=1)
+    return TokenScores(pad_front(logprobs, prefix_length), pad_front(entropy, prefix_length))
 
 
 def shared_prefix_logprobs(
@@ -60,35 +166,11 @@ def shared_prefix_logprobs(
 ) -> Tensor:
     """``log pi(x_t | x_<t)`` of a group's tokens, the shared prefix computed once.
 
-    Args:
-        model: The policy (or a DeepSpeed engine around it).
-        input_ids: The group's rows, right-padded; the first ``prefix_length`` columns are
-            equal.  # (M, T)
-        prefix_length: ``P``, tokens shared by every row (at least 1, less than ``T``).
-        temperature: The sampling temperature.
-        cache_argument: Name of the model's KV-cache keyword (see ``model.cache_argument``).
+    As :func:`shared_prefix_scores`, without the entropies.
 
     Returns:
         Log-probabilities aligned with ``input_ids``; the first ``P`` columns are 0.  # (M, T)
     """
-    logits = shared_prefix_logits(model, input_ids, prefix_length, cache_argument)
-    logprobs = gather_logprobs(logits, input_ids[:, prefix_length:], temperature)  # (M, S)
-    return pad_front(logprobs, prefix_length)  # (M, T)
-
-
-def shared_prefix_scores(
-    model: Callable[..., Any],
-    input_ids: Tensor,
-    prefix_length: int,
-    temperature: float,
-    cache_argument: str = "cache",
-) -> TokenScores:
-    """As :func:`shared_prefix_logprobs`, with each scored position's entropy besides.
-
-    Returns:
-        Log-probabilities and entropies; the first ``P`` columns are 0.
-    """
-    logits = shared_prefix_logits(model, input_ids, prefix_length, cache_argument)
-    logprobs = gather_logprobs(logits, input_ids[:, prefix_length:], temperature)  # (M, S)
-    entropy = token_entropy(logits, temperature)  # (M, S)
-    return TokenScores(pad_front(logprobs, prefix_length), pad_front(entropy, prefix_length))
+    return shared_prefix_scores(
+        model, input_ids, prefix_length, temperature, cache_argument
+    ).logprobs
