@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from thoughtmdp.errors import ConfigError, ThoughtMDPError
 from thoughtmdp.learners.batching import PaddedBatch
 from thoughtmdp.learners.checkpoint import (
+    agreed_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     remove_partial,
@@ -146,15 +147,17 @@ class LearnerLoop:
     def _prepare(self) -> None:
         """Clean up after a crash, then resume or refuse to overwrite an earlier run."""
         run_dir = self.config.run_dir
-        latest = latest_checkpoint(run_dir)
+        engine = self.trainer.engine
+        single = engine.world_size == 1
+        latest = latest_checkpoint(run_dir) if single else agreed_checkpoint(run_dir, engine)
         if latest is not None and not self.config.resume:
             raise ThoughtMDPError(
                 f"{run_dir} holds checkpoints (latest {latest.name}); pass --resume to "
                 "continue that run or choose another run_dir"
             )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial(run_dir)  # every rank: its run_dir may be its own disk
         if self.rank0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_partial(run_dir)
             text = json.dumps(to_dict(self.config), indent=2, default=str)
             (run_dir / "config.json").write_text(text + "\n")
         if latest is not None:
