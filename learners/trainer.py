@@ -27,6 +27,7 @@ from thoughtmdp.episodes.arrays import TrainingArrays
 from thoughtmdp.episodes.metrics import episode_metrics
 from thoughtmdp.learners.batching import MicroBatch, PaddedBatch, plan_microbatches, row_kinds
 from thoughtmdp.learners.loss import PolicyLoss, build_loss, gradient_signal
+from thoughtmdp.learners.model.distributed import peer_failures
 from thoughtmdp.learners.model.engine import Engine, build_engine
 from thoughtmdp.learners.model.policy import (
     TokenScores,
@@ -88,10 +89,11 @@ class Trainer:
         start, lr = time.perf_counter(), self.engine.lr  # the step's first mini-batch's
         totals: dict[str, float] = defaultdict(float)
         chunks = batch.minibatches(self.config.prompts_per_minibatch)
-        for chunk in chunks:
-            sums = self._update(chunk)
-            for key, value in sums.items():
-                totals[key] += value
+        with peer_failures("the update"):  # a dead rank ends the run, named, not a hang
+            for chunk in chunks:
+                sums = self._update(chunk)
+                for key, value in sums.items():
+                    totals[key] += value
         self.steps += 1
         metrics = _summarise(totals, len(chunks), _has_behaviour(batch), self.loss.kl_coef)
         metrics["actor/lr"] = lr

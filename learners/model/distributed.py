@@ -2,13 +2,19 @@
 
 Only rank 0 talks to actors; it hands each step's episodes to the other ranks with
 :func:`broadcast_episodes`, encoded in the wire format (no pickle between ranks either).
+
+Two timeouts apply. Training collectives (gradient reduction, ZeRO gathers, metric sums) run
+on the default group with ``deepspeed.collective_timeout_s``, so a rank that died or hangs
+ends the run within minutes. Only the episode hand-out, where the other ranks wait while rank
+0 waits for actors, runs on a separate gloo group with ``deepspeed.episode_timeout_s``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +25,14 @@ from thoughtmdp.settings.learner import DeepSpeedSettings
 from thoughtmdp.types import Episode
 from thoughtmdp.wire import decode, encode_episode
 
-# Non-zero ranks wait in a collective while rank 0 waits for actors: allow a long wait.
-COLLECTIVE_TIMEOUT = datetime.timedelta(hours=6)
+# Set by init_distributed: the group of the episode hand-out (long timeout, on the CPU).
+_episode_group: dist.ProcessGroup | None = None
+# Words of the errors torch.distributed raises when a peer is gone or a collective timed out.
+_PEER_FAILURE_MARKS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out")
+
+
+class PeerLost(ThoughtMDPError):
+    """A collective with the other ranks failed: one of them died or did not answer in time."""
 
 
 def launched_world_size() -> int:
@@ -31,6 +43,9 @@ def launched_world_size() -> int:
 def init_distributed(settings: DeepSpeedSettings) -> torch.device:
     """Join the launcher's process group (gloo on CPU) and pick this rank's device.
 
+    The default group gets the short ``collective_timeout_s``; a second, gloo group with
+    ``episode_timeout_s`` carries :func:`broadcast_episodes` (every rank must call this).
+
     Args:
         settings: DeepSpeed settings (``backend`` overrides the automatic choice).
 
@@ -40,25 +55,64 @@ def init_distributed(settings: DeepSpeedSettings) -> torch.device:
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
+    global _episode_group
     accelerator = get_accelerator()
     on_cpu = accelerator.device_name() == "cpu"
     backend = settings.backend or ("gloo" if on_cpu else accelerator.communication_backend_name())
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, timeout=COLLECTIVE_TIMEOUT)
+        timeout = datetime.timedelta(seconds=settings.collective_timeout_s)
+        deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+    long_wait = datetime.timedelta(seconds=settings.episode_timeout_s)
+    _episode_group = dist.new_group(backend="gloo", timeout=long_wait)
     if on_cpu:
         return torch.device("cpu")
     accelerator.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(accelerator.current_device_name())
 
 
-def broadcast_bytes(data: bytes | None, device: torch.device) -> bytes:
-    """Rank 0's ``data`` on every rank (others pass ``None``)."""
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` comes from a collective whose peer died or timed out."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(mark in text for mark in _PEER_FAILURE_MARKS)
+
+
+@contextlib.contextmanager
+def peer_failures(what: str, timeout_setting: str = "collective_timeout_s") -> Iterator[None]:
+    """Turn a failed collective inside the block into a :class:`PeerLost` naming ``what``.
+
+    Args:
+        what: What the block does, e.g. ``"the update"``.
+        timeout_setting: The ``deepspeed.`` setting whose timeout applies to the block.
+
+    Raises:
+        PeerLost: If a collective of the block failed; other errors pass unchanged.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not dist.is_initialized() or not is_peer_failure(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise PeerLost(
+            f"learner rank {dist.get_rank()}: lost the other ranks during {what}: another rank "
+            f"died or did not answer within deepspeed.{timeout_setting} (see its log); "
+            f"{first_line}"
+        ) from error
+
+
+def broadcast_bytes(
+    data: bytes | None, device: torch.device, group: dist.ProcessGroup | None = None
+) -> bytes:
+    """Rank 0's ``data`` on every rank (others pass ``None``), over ``group`` (default: all)."""
     size = torch.tensor([len(data) if data is not None else 0], dtype=torch.int64, device=device)
-    dist.broadcast(size, src=0)
+    source = dist.get_global_rank(group, 0) if group is not None else 0
+    dist.broadcast(size, src=source, group=group)
     buffer = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
     if data is not None:
         buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-    dist.broadcast(buffer, src=0)
+    dist.broadcast(buffer, src=source, group=group)
     return bytes(buffer.cpu().numpy().tobytes())
 
 
@@ -97,6 +151,18 @@ def unpack_episodes(data: bytes) -> list[Episode]:
 
 
 def broadcast_episodes(episodes: Sequence[Episode] | None, device: torch.device) -> list[Episode]:
-    """Rank 0's episodes on every rank (the others pass ``None``)."""
-    data = broadcast_bytes(None if episodes is None else pack_episodes(episodes), device)
+    """Rank 0's episodes on every rank (the others pass ``None``).
+
+    After :func:`init_distributed` this runs on the episode group, on the CPU, where the
+    wait may last ``episode_timeout_s``; otherwise on the default group and ``device``.
+
+    Raises:
+        PeerLost: If rank 0 died or handed out nothing within the timeout.
+    """
+    data = None if episodes is None else pack_episodes(episodes)
+    with peer_failures("the episode hand-out", "episode_timeout_s"):
+        if _episode_group is not None:
+            data = broadcast_bytes(data, torch.device("cpu"), _episode_group)
+        else:
+            data = broadcast_bytes(data, device)
     return unpack_episodes(data)

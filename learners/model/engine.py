@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from thoughtmdp.learners.model.distributed import peer_failures
 from thoughtmdp.learners.model.policy import adapter_parameters
 from thoughtmdp.learners.schedule import lr_factor, optimizer_steps
 from thoughtmdp.settings.learner import LearnerConfig, OptimSettings, deepspeed_config
@@ -200,21 +201,24 @@ class DeepSpeedEngine:
             from deepspeed.runtime.zero import GatheredParameters
 
             gathered = GatheredParameters(list(self.parameters.values()), modifier_rank=None)
-        with gathered:
+        with peer_failures("the adapter gather"), gathered:
             return {name: p.detach().cpu().clone() for name, p in self.parameters.items()}
 
     def all_reduce(self, values: Tensor) -> Tensor:  # noqa: D102
         values = values.to(self.device)
-        dist.all_reduce(values)
+        with peer_failures("a sum over ranks"):
+            dist.all_reduce(values)
         return values.cpu()
 
     def save(self, folder: Path) -> None:  # noqa: D102
-        self.engine.save_checkpoint(
-            str(folder), tag=self.TAG, save_latest=False, exclude_frozen_parameters=True
-        )
+        with peer_failures("the checkpoint"):
+            self.engine.save_checkpoint(
+                str(folder), tag=self.TAG, save_latest=False, exclude_frozen_parameters=True
+            )
 
     def load(self, folder: Path) -> None:  # noqa: D102
-        self.engine.load_checkpoint(str(folder), tag=self.TAG, load_module_strict=False)
+        with peer_failures("the checkpoint load"):
+            self.engine.load_checkpoint(str(folder), tag=self.TAG, load_module_strict=False)
 
 
 def build_engine(model: nn.Module, config: LearnerConfig, device: torch.device) -> Engine:

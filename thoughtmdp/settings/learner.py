@@ -110,11 +110,18 @@ class DeepSpeedSettings:
             scheduler are replaced by the learner's own.
         backend: ``torch.distributed`` backend; ``None`` picks gloo on CPU, the
             accelerator's default (nccl) elsewhere.
+        collective_timeout_s: Seconds a training collective (gradient reduction, ZeRO
+            gathers, metric sums) may wait for the other ranks before the run ends with an
+            error: a rank that died or hangs stops the others within this time.
+        episode_timeout_s: Seconds the other ranks may wait for rank 0 to hand out a step's
+            episodes (it waits for the actors meanwhile).
     """
 
     zero_stage: int | None = None
     config_file: Path | None = None
     backend: str | None = None
+    collective_timeout_s: float = 600.0
+    episode_timeout_s: float = 6 * 3600.0
 
     @property
     def enabled(self) -> bool:
@@ -233,6 +240,7 @@ class LearnerConfig:
         _check_positive(self.optim, ("lr", "eps", "max_grad_norm"), "optim.")
         _check_counts(self)
         _check_positive(self.loss, ("temperature", "dr_grpo_tokens"), "loss.")
+        _check_positive(self.deepspeed, ("collective_timeout_s", "episode_timeout_s"), "deepspeed.")
         if not self.loss.kl_coef >= 0:
             raise ConfigError(f"loss.kl_coef: expected 0 or more, got {self.loss.kl_coef!r}")
         if self.prompts_per_step % self.prompts_per_minibatch:
