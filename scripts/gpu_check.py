@@ -62,7 +62,7 @@ WIDTHS: dict[str, dict[str, Any]] = {
         "intermediate_size": 11008,
         "num_attention_heads": 32,
         "num_key_value_heads": 32,
-        "vocab_size": 100_352,
+        "vocab_size": 100_278,
         "rms_norm_eps": 1e-6,
         "tie_word_embeddings": False,
     },
