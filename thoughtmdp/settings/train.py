@@ -25,6 +25,7 @@ from thoughtmdp.settings.actor import ActorConfig, SamplingSettings
 from thoughtmdp.settings.convert import to_dict
 from thoughtmdp.settings.evaluation import EvalSettings
 from thoughtmdp.settings.learner import LearnerConfig, LoraSettings, OptimSettings
+from thoughtmdp.settings.placement import PlacementSettings, RaySettings
 from thoughtmdp.settings.warmstart import WarmStartRecipe, model_folder
 
 FREE_PORT = "tcp://127.0.0.1:0"
@@ -148,8 +149,12 @@ class TrainConfig:
         actors: Actor processes; each samples its own shard of the problems.
         max_minutes: Wall-clock budget of the training phase; the learner stops after the
             step that is running when it ends (``None``: only ``learner.max_steps`` counts).
-        threads: Torch threads of each process (``None``: the CPU count shared out
-            between the learner and the actors).
+        threads: Torch threads of each process (``None``: as many as its cores, see
+            ``placement``).
+        placement: The cores and GPUs of the learner and of each actor (``launcher=local``).
+        launcher: ``local`` (processes on this host) or ``ray`` (Ray actors on the cluster
+            at ``RAY_ADDRESS``, placed by ``ray``; ``pip install "thoughtmdp[ray]"``).
+        ray: Resources and nodes of the learner and the actors under ``launcher=ray``.
         heldout: The held-out evaluation.
         plots: Draw the run's plots into ``run_dir/plots`` at the end.
         learner: The learner (``thoughtmdp learner`` settings); ``model``, ``run_dir`` and
@@ -165,6 +170,9 @@ class TrainConfig:
     actors: int = 1
     max_minutes: float | None = 8.0
     threads: int | None = None
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+    launcher: Literal["local", "ray"] = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
     heldout: HeldoutSettings = field(default_factory=HeldoutSettings)
     plots: bool = True
     learner: LearnerConfig = field(default_factory=embedded_learner)

@@ -3,8 +3,11 @@
 Each process is the same command a user would start by hand (``thoughtmdp learner --config
 ...``, ``thoughtmdp actor --config ...``), in its own session so that its whole process tree
 (vLLM's engine processes included) can be stopped together, with its output in
-``run_dir/logs``. A learner of several ranks (``learner.num_processes``) runs under the
-DeepSpeed launcher, which starts every rank on this host; it is stopped by signalling its
+``run_dir/logs``, on its own cores (CPU affinity, set between fork and exec, and as many
+OpenMP threads) and GPUs (``CUDA_VISIBLE_DEVICES``) as :mod:`thoughtmdp.training.placement`
+chose. A learner of several ranks (``learner.num_processes``) runs under the
+DeepSpeed launcher, which starts every rank on this host (the ranks share the learner's
+cores; each takes one of its GPUs); it is stopped by signalling its
 whole process group, so each rank stops between steps and takes part in the checkpoint. The
 run ends when the learner exits: after ``learner.max_steps``, or after
 the step running when the time budget ran out (it is sent SIGTERM and stops between steps).
@@ -32,7 +35,9 @@ from typing import IO, Any
 
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.settings.convert import to_yaml
+from thoughtmdp.settings.placement import format_list
 from thoughtmdp.training.lifeline import PARENT_ENV, die_with_parent
+from thoughtmdp.training.placement import GPU_ENV, Placement, Slot
 from thoughtmdp.training.shared_memory import remove_files, shared_memory_files
 
 POLL_S = 0.5
@@ -122,28 +127,34 @@ class Child:
             self._file = None
 
 
-def child_environment(threads: int) -> dict[str, str]:
-    """The environment of a learner or actor: its thread count, and vLLM CPU's binding.
+def child_environment(threads: int, slot: Slot | None = None) -> dict[str, str]:
+    """The environment of a learner or actor: threads, GPUs, and vLLM CPU's thread binding.
 
     vLLM's CPU backend pins its OpenMP threads (``VLLM_CPU_OMP_THREADS_BIND=auto``) to the
-    same cores in every engine, so two actors (or two runs) would share one core. Binding is
-    left off (``nobind``) unless the variable is set.
+    same cores in every engine, so two actors (or two runs) would share one core. Unless the
+    variable is set, they are bound to the process's own cores, or not at all (``nobind``)
+    when it has none of its own.
     """
-    return {
+    cpus = None if slot is None else slot.cpus
+    env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
         "PYTHONUNBUFFERED": "1",
-        CPU_BIND_ENV: os.environ.get(CPU_BIND_ENV, "nobind"),
+        CPU_BIND_ENV: os.environ.get(CPU_BIND_ENV, "nobind" if cpus is None else format_list(cpus)),
         PARENT_ENV: str(os.getpid()),
     }
+    if slot is not None and slot.gpus is not None:
+        env[GPU_ENV] = ",".join(slot.gpus)
+    return env
 
 
 def start(
-    name: str, command: list[str], log: Path, threads: int, module: str = "thoughtmdp.cli"
+    slot: Slot, command: list[str], log: Path, threads: int, module: str = "thoughtmdp.cli"
 ) -> Child:
     """Start ``python -m module <command...>`` in a new session, logging to ``log``.
 
-    The child gets SIGTERM if this process dies (:mod:`thoughtmdp.training.lifeline`).
+    The child runs on ``slot``'s cores and GPUs, and gets SIGTERM if this process dies
+    (:mod:`thoughtmdp.training.lifeline`).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 (closed when the run ends)
@@ -152,11 +163,18 @@ def start(
         [sys.executable, "-m", module, *command],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=child_environment(threads),
+        env=child_environment(threads, slot),
         start_new_session=True,
-        preexec_fn=lambda: die_with_parent(parent),
+        preexec_fn=lambda: _in_child(parent, slot.cpus),
     )
-    return Child(name, process, log, out)
+    return Child(slot.name, process, log, out)
+
+
+def _in_child(parent: int, cpus: list[int] | None) -> None:
+    """Between fork and exec: die with the parent, run on the given cores."""
+    die_with_parent(parent)
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
 
 
 @dataclass
@@ -193,46 +211,62 @@ def launch(
     run_dir: Path,
     learner_config: Path,
     actor_configs: list[Path],
-    threads: int,
-    learner_processes: int = 1,
+    placement: Placement,
+    threads: int | None = None,
 ) -> Processes:
     """Start the learner and the actors of a run (configs already written).
 
     Args:
         run_dir: The run folder (logs go to ``run_dir/logs``).
         learner_config: The learner's config file.
-        actor_configs: One config file per actor.
-        threads: Threads of each process (of each rank of the learner).
-        learner_processes: Ranks of the learner; more than 1 starts it under the DeepSpeed
-            launcher.
+        actor_configs: One config file per actor, in the order of ``placement.actors``.
+        placement: Each process's cores and GPUs; the learner's ``ranks`` more than 1
+            starts it under the DeepSpeed launcher.
+        threads: Threads of each process (of each rank of the learner); ``None``: as
+            many as its cores (the CPU count shared out when it is not pinned).
     """
     logs = run_dir / "logs"
-    learner = start_learner(learner_config, logs / "learner.log", threads, learner_processes)
+    shared = max(1, (os.cpu_count() or 1) // (placement.learner.ranks + len(actor_configs)))
+
+    def threads_of(slot: Slot) -> int:
+        return threads or slot.threads or shared
+
+    learner = start_learner(
+        placement.learner, learner_config, logs / "learner.log", threads_of(placement.learner)
+    )
     actors = [
-        start(path.stem, ["actor", "--config", str(path)], logs / f"{path.stem}.log", threads)
-        for path in actor_configs
+        start(slot, ["actor", "--config", str(path)], logs / f"{path.stem}.log", threads_of(slot))
+        for slot, path in zip(placement.actors, actor_configs, strict=True)
     ]
     return Processes(learner, actors)
 
 
-def deepspeed_command(processes: int, command: list[str]) -> list[str]:
+def deepspeed_command(processes: int, command: list[str], gpus_placed: bool = False) -> list[str]:
     """Arguments of ``python -m deepspeed.launcher.runner`` running ``thoughtmdp <command>``.
+
+    With ``gpus_placed`` the launcher takes the ranks' GPUs from ``CUDA_VISIBLE_DEVICES``
+    (it turns them into ``--include``), so ``--num_gpus`` is left out.
 
     >>> deepspeed_command(2, ["learner"])[:3]
     ['--num_gpus', '2', '--no_local_rank']
     """
     port = free_loopback_address().rsplit(":", 1)[1]
-    options = ["--num_gpus", str(processes), "--no_local_rank", "--master_port", port]
+    count = [] if gpus_placed else ["--num_gpus", str(processes)]
+    options = [*count, "--no_local_rank", "--master_port", port]
     return [*options, "--module", "thoughtmdp.cli", *command]
 
 
-def start_learner(config: Path, log: Path, threads: int, processes: int) -> Child:
-    """Start the learner: one process, or ``processes`` ranks under the DeepSpeed launcher."""
+def start_learner(slot: Slot, config: Path, log: Path, threads: int) -> Child:
+    """Start the learner: one process, or ``slot.ranks`` ranks under the DeepSpeed launcher.
+
+    The ranks share the learner's cores; each rank takes one of its GPUs.
+    """
     command = ["learner", "--config", str(config)]
-    if processes == 1:
-        return start("learner", command, log, threads)
+    if slot.ranks == 1:
+        return start(slot, command, log, threads)
     runner = "deepspeed.launcher.runner"
-    child = start("learner", deepspeed_command(processes, command), log, threads, runner)
+    arguments = deepspeed_command(slot.ranks, command, gpus_placed=bool(slot.gpus))
+    child = start(slot, arguments, log, threads, runner)
     child.group_stop = True
     return child
 

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from thoughtmdp.settings.train import (
 )
 from thoughtmdp.training import launch, run_folder
 from thoughtmdp.training.heldout import HeldoutEvaluator, versions_to_evaluate
+from thoughtmdp.training.placement import Placement, plan
 from thoughtmdp.training.stopping import Interrupted, StopSignals
 
 __all__ = ["HeldoutEvaluator", "train"]
@@ -62,6 +64,9 @@ def train(config: TrainConfig, console: Any, resume: bool = False) -> dict[str, 
         Interrupted: After a clean stop by a signal (the summary so far is written).
     """
     check_trackers(config.learner)
+    placement = None
+    if config.launcher == "local":
+        placement = plan(config.placement, config.learner.num_processes, config.actors)
     run_dir = Path(config.run_dir or default_run_dir(config))
     resume = resume or config.learner.resume
     if not resume:
@@ -69,12 +74,14 @@ def train(config: TrainConfig, console: Any, resume: bool = False) -> dict[str, 
     held = run_folder.lock(run_dir)
     try:
         with StopSignals():
-            return _run(replace(config, run_dir=run_dir), resume, console)
+            return _run(replace(config, run_dir=run_dir), resume, console, placement)
     finally:
         held.close()
 
 
-def _run(config: TrainConfig, resume: bool, console: Any) -> dict[str, Any]:
+def _run(
+    config: TrainConfig, resume: bool, console: Any, placement: Placement | None
+) -> dict[str, Any]:
     run_dir = config.run_dir
     assert run_dir is not None
     if resume:
@@ -84,7 +91,7 @@ def _run(config: TrainConfig, resume: bool, console: Any) -> dict[str, Any]:
         launch.write_yaml(run_dir / run_folder.TRAIN_CONFIG, config)
     resolved = resolve(config, run_dir, _bind(config))
     timings: dict[str, float] = {}
-    _announce(resolved, console)
+    _announce(resolved, console, placement)
     started = time.perf_counter()
     state = _RunState(resolved, console, started)
     try:
@@ -98,7 +105,7 @@ def _run(config: TrainConfig, resume: bool, console: Any) -> dict[str, Any]:
         timings["heldout_before_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
         steps_before = len(read_jsonl(run_dir / METRICS_FILE))
-        state.stopped_by_time = _train(resolved, console)
+        state.stopped_by_time = _train(resolved, console, placement)
         timings["training_s"] = time.perf_counter() - phase
         _check_trained(resolved, steps_before, state.stopped_by_time)
         phase = time.perf_counter()
@@ -186,7 +193,11 @@ def _bind(config: TrainConfig) -> str | None:
     return None
 
 
-def _announce(resolved: TrainConfig, console: Any) -> None:
+def _ray_address() -> str:
+    return os.environ.get("RAY_ADDRESS") or "a new local Ray instance"
+
+
+def _announce(resolved: TrainConfig, console: Any, placement: Placement | None) -> None:
     from thoughtmdp.settings.actor import resolve_backend
 
     backend = resolve_backend(resolved.actor)
@@ -200,8 +211,13 @@ def _announce(resolved: TrainConfig, console: Any) -> None:
     )
     console.print(f"[bold]thoughtmdp train[/bold]: run folder {resolved.run_dir}")
     console.print(f"actors sample with the {backend} backend ({why})")
-    if backend == "vllm":
-        bind = os.environ.get(launch.CPU_BIND_ENV, "nobind")
+    if placement is None:
+        console.print(f"launcher: ray ({_ray_address()})")
+    else:
+        for slot in (placement.learner, *placement.actors):
+            console.print(f"placement: {slot.describe()}")
+    if backend == "vllm" and launch.CPU_BIND_ENV in os.environ:
+        bind = os.environ[launch.CPU_BIND_ENV]
         console.print(f"vLLM CPU thread binding: {launch.CPU_BIND_ENV}={bind}")
     console.print(
         f"model: {model}; method {method_name(resolved)}, {resolved.actors} actor(s), "
@@ -220,24 +236,29 @@ def _ensure_model(resolved: TrainConfig, console: Any) -> dict[str, Any] | None:
     return report
 
 
-def _train(resolved: TrainConfig, console: Any) -> bool:
+def _train(resolved: TrainConfig, console: Any, placement: Placement | None) -> bool:
     """Start the learner and the actors, show progress, wait; whether time stopped it."""
     run_dir = resolved.run_dir
     assert run_dir is not None
-    configs = run_dir / "configs"
-    learner_file = launch.write_yaml(configs / "learner.yaml", learner_config(resolved))
-    actor_files = [
-        launch.write_yaml(configs / f"actor-{k}.yaml", actor_config(resolved, k))
-        for k in range(resolved.actors)
-    ]
-    ranks = resolved.learner.num_processes
-    threads = resolved.threads or max(1, (os.cpu_count() or 1) // (ranks + resolved.actors))
-    processes = launch.launch(run_dir, learner_file, actor_files, threads, ranks)
+    if placement is None:
+        from thoughtmdp.training import ray_launcher
+
+        processes: Any = ray_launcher.launch_on_ray(resolved)
+        supervise: Callable[..., bool] = ray_launcher.supervise_on_ray
+    else:
+        configs = run_dir / "configs"
+        learner_file = launch.write_yaml(configs / "learner.yaml", learner_config(resolved))
+        actor_files = [
+            launch.write_yaml(configs / f"actor-{k}.yaml", actor_config(resolved, k))
+            for k in range(resolved.actors)
+        ]
+        processes = launch.launch(run_dir, learner_file, actor_files, placement, resolved.threads)
+        supervise = launch.supervise
     progress = Progress(console, run_dir / "metrics.jsonl", resolved.learner.max_steps)
     deadline = time.monotonic() + 60 * resolved.max_minutes if resolved.max_minutes else None
     signum: int = signal.SIGTERM
     try:
-        return launch.supervise(processes, deadline, progress.update)
+        return bool(supervise(processes, deadline, progress.update))
     except Interrupted as exc:
         signum = exc.signum  # passed on to the learner and the actors
         raise
