@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
+from learner_throughput import build_model
 from report_files import RESULTS, write_report
 
 from thoughtmdp.learners import LearnerConfig, LoraSettings
@@ -60,22 +60,6 @@ CASES = (
 )
 GOAL = 0.25
 """Peak activation memory per token after, as a fraction of before, at 4k tokens."""
-
-
-def build_model(folder: Path) -> Path:
-    config = transformers.Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=MODEL["hidden_size"],
-        intermediate_size=MODEL["intermediate_size"],
-        num_hidden_layers=MODEL["num_layers"],
-        num_attention_heads=MODEL["num_heads"],
-        num_key_value_heads=MODEL["num_heads"],
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
-    return folder
 
 
 def full_logits_scores(model: Any, ids: torch.Tensor) -> torch.Tensor:
@@ -165,7 +149,7 @@ def main() -> None:
         return
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
-        folder = build_model(Path(scratch) / "model")
+        folder = build_model(Path(scratch) / "model", VOCAB, MODEL, max_positions=8192)
         results = []
         for case in CASES:
             command = [sys.executable, __file__, "--case", case, "--model", str(folder)]

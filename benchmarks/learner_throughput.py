@@ -44,15 +44,21 @@ SIZES = {
 MODEL = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 688}
 
 
-def build_model(folder: Path, vocab_size: int = 2048) -> Path:
+def build_model(
+    folder: Path,
+    vocab_size: int = 2048,
+    model: dict[str, int] = MODEL,
+    max_positions: int = 4096,
+) -> Path:
+    """Save a random-init Qwen2 model of the given widths to ``folder``."""
     config = transformers.Qwen2Config(
         vocab_size=vocab_size,
-        hidden_size=MODEL["hidden_size"],
-        intermediate_size=MODEL["intermediate_size"],
-        num_hidden_layers=MODEL["num_layers"],
-        num_attention_heads=MODEL["num_heads"],
-        num_key_value_heads=MODEL["num_heads"],
-        max_position_embeddings=4096,
+        hidden_size=model["hidden_size"],
+        intermediate_size=model["intermediate_size"],
+        num_hidden_layers=model["num_layers"],
+        num_attention_heads=model["num_heads"],
+        num_key_value_heads=model["num_heads"],
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_deepspeed import free_port, rank_env, settings
+from test_deepspeed import settings, start_ranks
 
 pytest.importorskip("deepspeed", reason='install with: pip install "thoughtmdp[deepspeed]"')
 pytestmark = pytest.mark.slow
@@ -56,16 +54,7 @@ WORKER = textwrap.dedent(
 
 def test_ranks_with_their_own_folders_checkpoint_and_resume_the_same_step(tiny_model_dir, tmp_path):
     arguments = [json.dumps(settings(tiny_model_dir, zero_stage=2)), str(tmp_path)]
-    port = free_port()
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, *arguments],
-            env=rank_env(rank, port),
-            stdout=open(tmp_path / f"rank{rank}.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        for rank in (0, 1)
-    ]
+    ranks = start_ranks(WORKER, arguments, tmp_path)
     codes = [r.wait(timeout=500) for r in ranks]
     assert codes == [0, 0], (tmp_path / "rank1.log").read_text()[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}" / "report.json").read_text()) for r in (0, 1)]

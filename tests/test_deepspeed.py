@@ -101,6 +101,20 @@ def rank_env(rank, port):
     return env
 
 
+def start_ranks(worker, arguments, tmp_path):
+    """Two CPU ranks running ``worker`` (a ``python -c`` program), logging to ``rank{r}.log``."""
+    port = free_port()
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", worker, *arguments],
+            env=rank_env(rank, port),
+            stdout=open(tmp_path / f"rank{rank}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for rank in (0, 1)
+    ]
+
+
 @pytest.mark.parametrize(
     ("zero_stage", "shared_prefix", "kl_coef"), [(2, False, 0.0), (3, True, 0.0), (3, True, 0.5)]
 )
@@ -115,16 +129,7 @@ def test_two_cpu_ranks_match_one_process(
         json.dumps(settings(tiny_model_dir, zero_stage, shared_prefix, kl_coef)),
         str(tmp_path),
     ]
-    port = free_port()
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, *arguments],
-            env=rank_env(rank, port),
-            stdout=open(tmp_path / f"rank{rank}.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        for rank in (0, 1)
-    ]
+    ranks = start_ranks(WORKER, arguments, tmp_path)
     codes = [r.wait(timeout=500) for r in ranks]
     assert codes == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
     naive = settings(tiny_model_dir, kl_coef=kl_coef)  # one process, the naive forward
@@ -238,16 +243,7 @@ def test_zero3_ranks_with_uneven_work_and_every_weight_gathered_do_not_hang(
     values = settings(tiny_model_dir, shared_prefix=True)
     values.update(deepspeed={"config_file": str(ds_file)}, gradient_checkpointing=True)
     values.update(prompts_per_step=1, prompts_per_minibatch=1)
-    port = free_port()
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, "-c", UNEVEN_WORKER, json.dumps(values), str(tmp_path)],
-            env=rank_env(rank, port),
-            stdout=open(tmp_path / f"rank{rank}.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        for rank in (0, 1)
-    ]
+    ranks = start_ranks(UNEVEN_WORKER, [json.dumps(values), str(tmp_path)], tmp_path)
     try:
         codes = [r.wait(timeout=int(os.environ.get("HANG_TIMEOUT", "400"))) for r in ranks]
     except subprocess.TimeoutExpired:
