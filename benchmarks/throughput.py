@@ -117,6 +117,14 @@ def measure_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
     }
 
 
+def placement(run_dir: Path) -> str:
+    """Where ``thoughtmdp train`` put the run's processes, as its log says."""
+    log = run_dir.parent / f"{run_dir.name}.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    found = [line.removeprefix("placement: ") for line in lines if line.startswith("placement: ")]
+    return "; ".join(found)
+
+
 def verification_seconds(samples: int = 2000) -> float:
     """Seconds to score one ArithChain chain (the reward every rollout needs)."""
     from thoughtmdp.envs.arith_chain import ArithChainTask, reference_thoughts
@@ -166,6 +174,7 @@ def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     runs, ratios, other = report["runs"], report["comparison"], report["collected"]
+    where = report.get("placement") or "placement not recorded"
     lines = [
         "# Throughput: SRPO vs GRPO, asynchronous vs synchronous, time split",
         "",
@@ -174,8 +183,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {report['machine']}.",
         "",
         f"Each run: the embedded policy, {report['steps']} learner steps of 16 prompts x 8 "
-        f"rollouts, one vLLM actor and the learner on the same 2 cores; per-step figures "
-        f"leave out the first {WARMUP_STEPS} steps.",
+        f"rollouts, one vLLM actor and the learner ({where}); per-step figures leave out "
+        f"the first {WARMUP_STEPS} steps.",
         "",
         "| run | s/step (mean) | s/step (median) | generated tokens/step | localiser "
         "tokens/step | rollouts/step | learner waits s | update s | weight sync s | "
@@ -283,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["python", "benchmarks/throughput.py", *(argv or sys.argv[1:])]),
         "machine": _machine(),
         "steps": steps,
+        "placement": placement(folders["srpo"]),
         "runs": runs,
         "comparison": compare(runs),
         "verification_s": verification_seconds(),
