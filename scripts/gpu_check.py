@@ -311,7 +311,7 @@ def zero3_check(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One rank under ZeRO-3: step, checkpoint, load into a fresh engine, compare."""
     from thoughtmdp.learners import build_trainer
     from thoughtmdp.learners.checkpoint import load_checkpoint, save_checkpoint
-    from thoughtmdp.settings.learner import DeepSpeedSettings
+    from thoughtmdp.settings.deepspeed import DeepSpeedSettings
 
     config = learner_config(model_dir, args, deepspeed=DeepSpeedSettings(zero_stage=3))
     with one_rank():

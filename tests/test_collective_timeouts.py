@@ -26,7 +26,7 @@ WORKER = textwrap.dedent(
         PeerLost, broadcast_episodes, init_distributed, peer_failures,
     )
     from thoughtmdp.learners.synthetic import random_episode
-    from thoughtmdp.settings.learner import DeepSpeedSettings
+    from thoughtmdp.settings.deepspeed import DeepSpeedSettings
 
     scenario = sys.argv[1]
     settings = DeepSpeedSettings(zero_stage=2, collective_timeout_s={SHORT_S}, episode_timeout_s=60)
@@ -90,7 +90,8 @@ def test_a_dead_or_stuck_rank_ends_the_others_training_collective_with_a_clear_e
 @pytest.mark.parametrize("key", ["collective_timeout_s", "episode_timeout_s"])
 def test_a_timeout_that_is_not_positive_is_refused_by_name(key):
     from thoughtmdp.errors import ConfigError
-    from thoughtmdp.settings.learner import DeepSpeedSettings, LearnerConfig
+    from thoughtmdp.settings.deepspeed import DeepSpeedSettings
+    from thoughtmdp.settings.learner import LearnerConfig
 
     with pytest.raises(ConfigError, match=f"deepspeed.{key}: expected a positive number"):
         LearnerConfig(deepspeed=DeepSpeedSettings(**{key: 0}))

@@ -33,8 +33,24 @@ def test_the_walk_reaches_subpackages_and_satellites():
         assert name in names
 
 
+@pytest.fixture
+def registries_restored():
+    """Names an example registers (a reset policy, a task) leave with the example."""
+    from thoughtmdp.envs.math.answer_types import ANSWER_TYPES
+    from thoughtmdp.episodes.reset_policies import RESET_POLICIES
+    from thoughtmdp.mdp.task import TASKS
+
+    saved = [
+        (registry, dict(registry._entries)) for registry in (RESET_POLICIES, TASKS, ANSWER_TYPES)
+    ]
+    yield
+    for registry, entries in saved:
+        registry._entries.clear()
+        registry._entries.update(entries)
+
+
 @pytest.mark.parametrize("name", modules())
-def test_docstring_examples(name):
+def test_docstring_examples(name, registries_restored):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

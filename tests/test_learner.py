@@ -328,7 +328,7 @@ def test_metrics_log_writes_json_lines_and_tensorboard(tmp_path):
 
 
 def test_deepspeed_config_from_a_user_file_keeps_zero_and_pins_batching(tmp_path):
-    from thoughtmdp.settings.learner import DeepSpeedSettings, deepspeed_config
+    from thoughtmdp.settings.deepspeed import DeepSpeedSettings, deepspeed_config
 
     user = {
         "zero_optimization": {"stage": 3, "overlap_comm": True},

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from thoughtmdp.errors import ThoughtMDPError
-from thoughtmdp.settings.learner import DeepSpeedSettings
+from thoughtmdp.settings.deepspeed import DeepSpeedSettings
 from thoughtmdp.types import Episode
 from thoughtmdp.wire import decode, encode_episode
 

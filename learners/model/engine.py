@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from thoughtmdp.learners.model.distributed import peer_failures
 from thoughtmdp.learners.model.policy import adapter_parameters
 from thoughtmdp.learners.schedule import lr_factor, optimizer_steps
-from thoughtmdp.settings.learner import LearnerConfig, OptimSettings, deepspeed_config
+from thoughtmdp.settings.deepspeed import deepspeed_config
+from thoughtmdp.settings.learner import LearnerConfig, OptimSettings
 
 
 class Engine(Protocol):
