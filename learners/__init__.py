@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from thoughtmdp.settings.deepspeed import DeepSpeedSettings
 from thoughtmdp.settings.learner import (
-    DeepSpeedSettings,
     LearnerConfig,
     LoraSettings,
     LossSettings,
