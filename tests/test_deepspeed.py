@@ -152,10 +152,10 @@ def test_two_cpu_ranks_match_one_process(
 def test_learner_command_under_the_deepspeed_launcher(tiny_model_dir, tokenizer_dir, tmp_path):
     launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent))
     script = shutil.which("thoughtmdp", path=str(Path(sys.executable).parent))
-    address, run_dir = free_address(), tmp_path / "run"
+    address, run_dir, port = free_address(), tmp_path / "run", free_port()
     # bind=, not --bind: the launcher would read --bind as its own --bind_cores_to_rank
     command = [
-        launcher, "--num_gpus", "2", "--no_local_rank", "--master_port", str(free_port()),
+        launcher, "--num_gpus", "2", "--no_local_rank", "--master_port", str(port),
         script, "learner", f"bind={address}", f"model={tiny_model_dir}", f"run_dir={run_dir}",
         "deepspeed.zero_stage=3", "prompts_per_step=2", "prompts_per_minibatch=1",
         "max_steps=2", "checkpoint_every=2", "lora.rank=4", "lora.alpha=8",
@@ -172,6 +172,8 @@ def test_learner_command_under_the_deepspeed_launcher(tiny_model_dir, tokenizer_
     finally:
         feeder.close()
     assert [n.version for n in feeder.notices] == [1, 2]
+    # DeepSpeed's CPU all-reduce buffers (about 70 MB a rank) leave with the ranks
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2]  # rank 0 alone writes
     checkpoint = run_dir / "checkpoints" / "step-00000002"
     assert {p.name for p in checkpoint.glob("rng-rank*.json")} == {

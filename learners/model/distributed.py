@@ -11,6 +11,7 @@ ends the run within minutes. Only the episode hand-out, where the other ranks wa
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -65,9 +66,25 @@ def init_distributed(settings: DeepSpeedSettings) -> torch.device:
     long_wait = datetime.timedelta(seconds=settings.episode_timeout_s)
     _episode_group = dist.new_group(backend="gloo", timeout=long_wait)
     if on_cpu:
+        atexit.register(_remove_path, cpu_allreduce_buffer(dist.get_rank()))
         return torch.device("cpu")
     accelerator.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(accelerator.current_device_name())
+
+
+def cpu_allreduce_buffer(rank: int) -> str:
+    """The shared-memory file DeepSpeed's CPU all-reduce makes for ``rank`` and never removes.
+
+    Named after the user and the launcher's ``MASTER_ADDR`` and ``MASTER_PORT``
+    (``deepspeed/ops/csrc/cpu/comm/shm.cpp``); about 70 MB a rank.
+    """
+    where = f"{os.environ.get('MASTER_ADDR')}_{os.environ.get('MASTER_PORT')}"
+    return f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{where}_{rank}"
+
+
+def _remove_path(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def is_peer_failure(error: BaseException) -> bool:
