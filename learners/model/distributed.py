@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def init_distributed(settings: DeepSpeedSettings) -> torch.device:
     long_wait = datetime.timedelta(seconds=settings.episode_timeout_s)
     _episode_group = dist.new_group(backend="gloo", timeout=long_wait)
     if on_cpu:
-        atexit.register(_remove_path, cpu_allreduce_buffer(dist.get_rank()))
+        atexit.register(Path(cpu_allreduce_buffer(dist.get_rank())).unlink, missing_ok=True)
         return torch.device("cpu")
     accelerator.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(accelerator.current_device_name())
@@ -80,11 +81,6 @@ def cpu_allreduce_buffer(rank: int) -> str:
     """
     where = f"{os.environ.get('MASTER_ADDR')}_{os.environ.get('MASTER_PORT')}"
     return f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{where}_{rank}"
-
-
-def _remove_path(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def is_peer_failure(error: BaseException) -> bool:
