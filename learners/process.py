@@ -8,6 +8,7 @@ written. Only rank 0 opens a socket or writes metrics.
 SIGTERM, SIGINT or SIGHUP stops the learner between steps: a step that is still collecting
 episodes is abandoned (no update from part of a batch), a checkpoint is written and the
 process exits with status 0. Rank 0 tells the other ranks by handing them an empty batch.
+A rank that loses the others (one died or hangs) prints why and exits with status 1.
 Started by ``thoughtmdp train``, the learner also stops when the launcher dies
 (:mod:`thoughtmdp.training.lifeline`).
 
@@ -39,6 +40,7 @@ from thoughtmdp.learners.checkpoint import (
 )
 from thoughtmdp.learners.episode_log import EpisodeLog, pick_signal_episode, signal_map
 from thoughtmdp.learners.metrics_log import MetricsLog
+from thoughtmdp.learners.model.distributed import exit_on_peer_loss
 from thoughtmdp.learners.publish import AdapterPublisher
 from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource, StopRequested
 from thoughtmdp.learners.trainer import Trainer, build_trainer
@@ -71,10 +73,11 @@ def run_learner(config: LearnerConfig) -> int:
     watch_parent(STOP_GRACE_S)
     trainer = build_trainer(config)
     loop = LearnerLoop(config, trainer, stop=stop)
-    try:
-        loop.run()
-    finally:
-        loop.close()
+    with exit_on_peer_loss("thoughtmdp learner"):
+        try:
+            loop.run()
+        finally:
+            loop.close()
     return 0
 
 

@@ -1,7 +1,9 @@
 """A learner rank that dies or hangs ends the others' collectives within the short timeout.
 
 Two gloo ranks join through :func:`init_distributed` with a training-collective timeout of a
-second and a half; the episode hand-out waits on its own group with a long timeout.
+second and a half; the episode hand-out waits on its own group with a long timeout. The rank
+left behind ends through :func:`exit_on_peer_loss`, as the learner does, with its own exit
+code: tearing down a group with a timed-out collective in it can otherwise abort the process.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ pytest.importorskip("deepspeed", reason='install with: pip install "thoughtmdp[d
 pytestmark = pytest.mark.slow
 
 SHORT_S = 1.5
+LOST_CODE = 7
 WORKER = textwrap.dedent(
     f"""
     import json, os, sys, time
     import numpy as np, torch, torch.distributed as dist
     from thoughtmdp.learners.model.distributed import (
-        PeerLost, broadcast_episodes, init_distributed, peer_failures,
+        PeerLost, broadcast_episodes, exit_on_peer_loss, init_distributed, peer_failures,
     )
     from thoughtmdp.learners.synthetic import random_episode
     from thoughtmdp.settings.deepspeed import DeepSpeedSettings
@@ -44,11 +47,15 @@ WORKER = textwrap.dedent(
         time.sleep(20)  # alive but stuck
         sys.exit(0)
     start = time.monotonic()
-    try:
-        with peer_failures("the update"):
-            dist.all_reduce(torch.ones(1))
-    except PeerLost as error:
-        print(json.dumps({{"error": str(error), "seconds": time.monotonic() - start}}))
+    with exit_on_peer_loss("rank 0", code={LOST_CODE}):
+        try:
+            with peer_failures("the update"):
+                dist.all_reduce(torch.ones(1))
+        except PeerLost as error:
+            report = {{"error": str(error), "seconds": time.monotonic() - start}}
+            print(json.dumps(report), flush=True)
+            raise
+    print("the collective succeeded", flush=True)
     """
 )
 
@@ -70,17 +77,19 @@ def test_a_dead_or_stuck_rank_ends_the_others_training_collective_with_a_clear_e
     runs = {scenario: start_ranks(scenario, tmp_path) for scenario in ("dead", "stall")}
     try:
         for scenario, (rank0, _) in runs.items():
-            assert rank0.wait(timeout=120) == 0, (tmp_path / f"{scenario}0.log").read_text()
+            code = rank0.wait(timeout=120)
+            assert code == LOST_CODE, (tmp_path / f"{scenario}0.log").read_text()
     finally:
         for _, rank1 in runs.values():
             rank1.kill()
             rank1.wait()
     for scenario in runs:
-        log = (tmp_path / f"{scenario}0.log").read_text()
-        report = json.loads(log.strip().splitlines()[-1])
+        lines = (tmp_path / f"{scenario}0.log").read_text().strip().splitlines()
+        report = json.loads(next(line for line in lines if line.startswith("{")))
         assert report["error"].startswith("learner rank 0: lost the other ranks during the update")
         assert "deepspeed.collective_timeout_s" in report["error"]
         assert report["seconds"] < SHORT_S + 5, scenario  # not the hours of the episode wait
+        assert lines[-1] == f"rank 0: {report['error']}"
     # The episode hand-out waited twice the short timeout and still arrived.
     stalled = (tmp_path / "stall1.log").read_text()
     assert "episodes 1 p0" in stalled
@@ -95,3 +104,28 @@ def test_a_timeout_that_is_not_positive_is_refused_by_name(key):
 
     with pytest.raises(ConfigError, match=f"deepspeed.{key}: expected a positive number"):
         LearnerConfig(deepspeed=DeepSpeedSettings(**{key: 0}))
+
+
+def test_a_rank_that_lost_its_peers_exits_with_its_code_and_removes_its_shared_memory(tmp_path):
+    buffer = tmp_path / "deepspeed_allreduce_buffer"
+    buffer.write_bytes(b"x")
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from thoughtmdp.learners.model import distributed
+
+        distributed._files_to_remove.append(Path(sys.argv[1]))
+        with distributed.exit_on_peer_loss("thoughtmdp learner", code=5):
+            raise distributed.PeerLost("learner rank 0: lost the other ranks during the update")
+        print("not reached")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(buffer)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "thoughtmdp learner: learner rank 0: lost the other ranks during the update"
+    assert not buffer.exists()

@@ -14,7 +14,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from thoughtmdp.wire import decode, encode_episode
 
 # Set by init_distributed: the group of the episode hand-out (long timeout, on the CPU).
 _episode_group: dist.ProcessGroup | None = None
+# Files this rank leaves behind unless removed at exit (DeepSpeed's CPU all-reduce buffer).
+_files_to_remove: list[Path] = []
 # Words of the errors torch.distributed raises when a peer is gone or a collective timed out.
 _PEER_FAILURE_MARKS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out")
 
@@ -67,7 +71,8 @@ def init_distributed(settings: DeepSpeedSettings) -> torch.device:
     long_wait = datetime.timedelta(seconds=settings.episode_timeout_s)
     _episode_group = dist.new_group(backend="gloo", timeout=long_wait)
     if on_cpu:
-        atexit.register(Path(cpu_allreduce_buffer(dist.get_rank())).unlink, missing_ok=True)
+        _files_to_remove.append(Path(cpu_allreduce_buffer(dist.get_rank())))
+        atexit.register(remove_rank_files)
         return torch.device("cpu")
     accelerator.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(accelerator.current_device_name())
@@ -81,6 +86,12 @@ def cpu_allreduce_buffer(rank: int) -> str:
     """
     where = f"{os.environ.get('MASTER_ADDR')}_{os.environ.get('MASTER_PORT')}"
     return f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_{where}_{rank}"
+
+
+def remove_rank_files() -> None:
+    """Remove the files this rank made that outlive it (run at exit)."""
+    for path in _files_to_remove:
+        path.unlink(missing_ok=True)
 
 
 def is_peer_failure(error: BaseException) -> bool:
@@ -113,6 +124,27 @@ def peer_failures(what: str, timeout_setting: str = "collective_timeout_s") -> I
             f"died or did not answer within deepspeed.{timeout_setting} (see its log); "
             f"{first_line}"
         ) from error
+
+
+@contextlib.contextmanager
+def exit_on_peer_loss(who: str, code: int = 1) -> Iterator[None]:
+    """End the process with ``code`` when a :class:`PeerLost` leaves the block.
+
+    After a failed collective the process group holds work that never finishes, and tearing
+    it down at interpreter exit can abort the process (gloo: ``terminate called without an
+    active exception``), which would replace the error and its exit code with SIGABRT. So
+    the error is printed as ``"{who}: {error}"``, the logs are flushed and the process ends
+    without that teardown. Clean up (sockets, files) inside the block.
+    """
+    try:
+        yield
+    except PeerLost as error:
+        print(f"{who}: {error}", file=sys.stderr)
+        remove_rank_files()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def broadcast_bytes(
