@@ -41,6 +41,7 @@ from thoughtmdp.learners.checkpoint import (
 from thoughtmdp.learners.episode_log import EpisodeLog, pick_signal_episode, signal_map
 from thoughtmdp.learners.metrics_log import MetricsLog
 from thoughtmdp.learners.model.distributed import exit_on_peer_loss
+from thoughtmdp.learners.model.policy import DTYPES
 from thoughtmdp.learners.publish import AdapterPublisher
 from thoughtmdp.learners.stream import BatchAssembler, EpisodeSource, StopRequested
 from thoughtmdp.learners.trainer import Trainer, build_trainer
@@ -105,7 +106,9 @@ class LearnerLoop:
         self.log: MetricsLog | None = None
         self.episode_log: EpisodeLog | None = None
         self.last_notice: AdapterNotice | None = None
-        self.publisher = AdapterPublisher(config.run_dir / "adapters", config.publish_inline)
+        self.publisher = AdapterPublisher(
+            config.run_dir / "adapters", config.publish_inline, dtype=DTYPES[config.dtype]
+        )
         self.version = self.publisher.latest_version()
         self.consumed: Counter[str] = Counter()
         self.stop = stop or threading.Event()

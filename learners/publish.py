@@ -8,6 +8,9 @@ reader (or a crash) never sees half a version. Versions only grow, across restar
 Without a shared file system a small adapter travels inside its notice; one larger than
 ``INLINE_LIMIT_BYTES`` is announced by its file sizes and pulled by the actors in chunks
 (:mod:`thoughtmdp.wire.chunks`), so no message comes near the wire's size limit.
+
+Versions are written in the serving dtype (the base model's): a bf16 run trains fp32 master
+weights but publishes bf16 adapters, half the bytes to move, as the engines serve them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from thoughtmdp.errors import ThoughtMDPError
 from thoughtmdp.wire import ADAPTER_FILES, ADAPTER_WEIGHTS, AdapterNotice, sha256_of
@@ -66,12 +71,18 @@ class AdapterPublisher:
         inline: Send the files to the actors instead of their path: inside the notice
             up to ``inline_limit`` bytes in all, in chunks the actors pull beyond.
         inline_limit: Largest adapter (bytes, all files) sent inside its notice.
+        dtype: The serving dtype floating-point weights are written in (``None``: as given).
     """
 
     def __init__(
-        self, root: Path, inline: bool = False, inline_limit: int = INLINE_LIMIT_BYTES
+        self,
+        root: Path,
+        inline: bool = False,
+        inline_limit: int = INLINE_LIMIT_BYTES,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.root, self.inline, self.inline_limit = Path(root), inline, inline_limit
+        self.dtype = dtype
         self.root.mkdir(parents=True, exist_ok=True)
         for leftover in self.root.glob(".v*.tmp"):  # a crash mid-write leaves these
             shutil.rmtree(leftover, ignore_errors=True)
@@ -104,10 +115,16 @@ class AdapterPublisher:
         final = self.folder(version)
         tmp = self.root / f".{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp), state_dict=dict(state))
+        model.save_pretrained(str(tmp), state_dict=self.serving(state))
         (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model card; actors need 2 files
         commit_dir(tmp, final)
         return self.notice(version)
+
+    def serving(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` with its floating-point weights in the serving dtype."""
+        if self.dtype is None:
+            return dict(state)
+        return {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in state.items()}
 
     def notice(self, version: int) -> AdapterNotice:
         """The notice of a version already on disk."""

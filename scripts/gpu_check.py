@@ -175,7 +175,7 @@ def published_dtypes(trainer: Any, folder: Path) -> list[str]:
 
     from thoughtmdp.learners.publish import AdapterPublisher
 
-    publisher = AdapterPublisher(folder)
+    publisher = AdapterPublisher(folder, dtype=torch.bfloat16)  # the serving dtype
     publisher.publish(trainer.engine.model, trainer.engine.adapter_state(), 1)
     with safe_open(str(publisher.folder(1) / "adapter_model.safetensors"), "pt") as weights:
         return sorted({str(weights.get_slice(k).get_dtype()) for k in weights.keys()})  # noqa: SIM118
@@ -214,9 +214,9 @@ def learner_check(model_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
     }
     finite = math.isfinite(report["pg_loss"]) and math.isfinite(report["grad_norm"])
-    report["ok"] = (
-        found["base"] == ["torch.bfloat16"] and found["devices"] == [args.device] and finite
-    )
+    precision = found["base"] == ["torch.bfloat16"] and found["lora"] == ["torch.float32"]
+    served = report["published"] == ["BF16"]
+    report["ok"] = precision and served and found["devices"] == [args.device] and finite
     return report
 
 

@@ -27,7 +27,8 @@ def test_gpu_check_dry_run_on_cpu_writes_a_passing_report(tmp_path):
         assert learner["ok"], learner
         assert learner["base"] == ["torch.bfloat16"] and learner["devices"] == ["cpu"]
         assert learner["tokens"] > 0 and learner["step_s"][0] > 0
-        assert learner["published"]  # the adapter file actors load
+        assert learner["lora"] == ["torch.float32"]  # fp32 master weights
+        assert learner["published"] == ["BF16"]  # the adapter file actors load, as served
     shared = checks["shared-prefix"]
     for part in ("plain", "checkpointing"):
         assert shared[part]["logprob_max_abs_diff"] < 0.05, shared

@@ -3,6 +3,11 @@
 Both offer one interface to the trainer: a forward call, ``backward(loss, boundary)`` for
 each micro-batch, ``step()`` once per mini-batch (clip, AdamW, schedule, zero the gradients), the
 adapter's weights (gathered under ZeRO-3), checkpoint save/load and a sum over ranks.
+
+Both follow one precision policy (``LearnerConfig.dtype``). Under ``bfloat16`` the adapter
+keeps fp32 master weights and computes in bf16 with the bf16 base: the local engine runs the
+forward under autocast, DeepSpeed in its bf16 mode, gradients summed in fp32. On CUDA, fp32
+matmuls may use TF32.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from thoughtmdp.learners.model.distributed import peer_failures
-from thoughtmdp.learners.model.policy import adapter_parameters
+from thoughtmdp.learners.model.policy import DTYPES, adapter_parameters
 from thoughtmdp.learners.schedule import lr_factor, optimizer_steps
 from thoughtmdp.settings.deepspeed import deepspeed_config
 from thoughtmdp.settings.learner import LearnerConfig, OptimSettings
@@ -92,6 +97,8 @@ class LocalEngine:
         settings: Optimiser settings.
         device: Where to compute.
         total_steps: Optimiser steps of the whole run, for a decaying schedule.
+        compute_dtype: The forward's dtype: below float32, it runs under autocast while the
+            adapter's weights, gradients and AdamW stay in float32.
     """
 
     rank, world_size = 0, 1
@@ -102,15 +109,26 @@ class LocalEngine:
         settings: OptimSettings,
         device: torch.device,
         total_steps: int | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model, self.device = model.to(device), device
+        self.compute_dtype = compute_dtype
         self.parameters = adapter_parameters(model)
         self.optimizer = adamw(list(self.parameters.values()), settings)
         self.scheduler = lr_scheduler(self.optimizer, settings, total_steps)
         self.max_grad_norm = settings.max_grad_norm
 
     def __call__(self, **inputs: Any) -> Any:  # noqa: D102
-        return self.model(**inputs)
+        if self.compute_dtype == torch.float32:
+            return self.model(**inputs)
+        from peft.helpers import disable_input_dtype_casting
+
+        # PEFT would cast each LoRA input up to the fp32 weights; autocast casts down instead
+        with (
+            torch.autocast(self.device.type, dtype=self.compute_dtype),
+            disable_input_dtype_casting(self.model),
+        ):
+            return self.model(**inputs)
 
     def backward(self, loss: Tensor, boundary: bool) -> None:  # noqa: D102
         loss.backward()
@@ -224,6 +242,10 @@ class DeepSpeedEngine:
 
 def build_engine(model: nn.Module, config: LearnerConfig, device: torch.device) -> Engine:
     """DeepSpeed when ``config.deepspeed`` asks for it, else the local engine."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if config.deepspeed.enabled:
         return DeepSpeedEngine(model, config, device)
-    return LocalEngine(model, config.optim, device, optimizer_steps(config))
+    dtype = DTYPES[config.dtype]
+    return LocalEngine(model, config.optim, device, optimizer_steps(config), dtype)

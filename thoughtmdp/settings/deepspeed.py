@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thoughtmdp.errors import ConfigError
+
 if TYPE_CHECKING:
     from thoughtmdp.settings.learner import LearnerConfig
 
@@ -48,7 +50,10 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
 
     The learner drives batching itself (one micro-batch per ``backward``, boundaries set by
     hand), so batch sizes are pinned to one per rank; it passes its own AdamW, so any
-    optimizer or scheduler section of the file is dropped.
+    optimizer or scheduler section of the file is dropped. Under bf16 (``dtype=bfloat16``
+    or the file's ``bf16.enabled``) gradients accumulate in fp32
+    (``data_types.grad_accum_dtype``, unless the file sets it) and ZeRO stage 0 is refused:
+    only the ZeRO optimisers keep fp32 master weights of a bf16 model.
 
     Args:
         config: The learner's settings.
@@ -61,6 +66,12 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     >>> cfg = deepspeed_config(LearnerConfig(deepspeed=DeepSpeedSettings(zero_stage=3)), 2)
     >>> cfg["zero_optimization"], cfg["train_batch_size"], cfg["gradient_clipping"]
     ({'stage': 3}, 2, 1.0)
+    >>> bf16 = LearnerConfig(dtype="bfloat16", deepspeed=DeepSpeedSettings(zero_stage=2))
+    >>> deepspeed_config(bf16, 2)["data_types"]
+    {'grad_accum_dtype': 'fp32'}
+
+    Raises:
+        ConfigError: For bf16 without ZeRO (stage 0).
     """
     settings = config.deepspeed
     data: dict[str, Any] = {}
@@ -74,6 +85,8 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
             "stage": settings.zero_stage,
         }
     data.setdefault("bf16", {"enabled": config.dtype == "bfloat16"})
+    if data["bf16"].get("enabled") is True:
+        _keep_fp32_gradients(data)
     data.update(
         train_batch_size=world_size,
         train_micro_batch_size_per_gpu=1,
@@ -82,3 +95,12 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
         steps_per_print=2**31 - 1,
     )
     return data
+
+
+def _keep_fp32_gradients(data: dict[str, Any]) -> None:
+    """bf16 compute on fp32 master weights, gradients summed over micro-batches in fp32."""
+    from thoughtmdp.settings.learner import NO_MASTER_WEIGHTS
+
+    if data.get("zero_optimization", {}).get("stage", 0) == 0:
+        raise ConfigError(NO_MASTER_WEIGHTS)
+    data.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")

@@ -156,7 +156,11 @@ class LearnerConfig:
         resume: Continue from the latest complete checkpoint in ``run_dir``.
         publish_inline: Send the adapter files inside the notice (actors without a shared
             file system) instead of their path.
-        dtype: Parameter dtype of the base model.
+        dtype: The precision policy. ``bfloat16``: the base model is held and computes in
+            bf16, the adapter keeps fp32 master weights and computes in bf16 (autocast in
+            one process, DeepSpeed's bf16 mode over several, gradients accumulated in
+            fp32), TF32 matmuls on CUDA, and published adapters are bf16, the serving
+            dtype; checkpoints keep fp32. ``float32``: everything in fp32.
         device: ``auto`` (the accelerator if any, else CPU), ``cpu`` or ``cuda``.
         seed: Seed of the learner's random number generators (LoRA init and dropout).
         lora: The adapter.
@@ -230,6 +234,8 @@ class LearnerConfig:
         stage = self.deepspeed.zero_stage
         if stage is not None and stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage: expected 0, 1, 2 or 3, got {stage}")
+        if stage == 0 and self.dtype == "bfloat16":
+            raise ConfigError(NO_MASTER_WEIGHTS)
         _check_processes(self)
 
     def curve(self) -> CurveServer | None:
@@ -237,6 +243,13 @@ class LearnerConfig:
         if self.curve_secret is None or self.curve_authorized is None:
             return None
         return CurveServer(self.curve_secret, self.curve_authorized)
+
+
+NO_MASTER_WEIGHTS = (
+    "deepspeed.zero_stage=0 with dtype=bfloat16 would keep the adapter, its gradients and "
+    "AdamW in bf16 (DeepSpeed has no fp32 master weights without ZeRO); use zero_stage 1, 2 "
+    "or 3, or dtype=float32"
+)
 
 
 def _check_processes(config: LearnerConfig) -> None:
