@@ -13,6 +13,7 @@ RESET_COLUMNS = (
     "pass_at_m_clean",
     "pass_at_m_erroneous",
     "signal_reset_to_base",
+    "at_hard_step",
 )
 
 

@@ -69,6 +69,7 @@ def read_run(run_dir: Path, tokenizer: Any) -> dict[str, Any]:
         "resets": {
             **{k: _mean_of(metrics, key) for k, key in RESET_KEYS.items()},
             **correction_pass_at_m(episodes),
+            "at_hard_step": resets_at(episodes, hard_step(run_dir)),
         },
         "minutes": summary["timings"]["total_s"] / 60,
     }
@@ -90,6 +91,28 @@ def correction_pass_at_m(episodes: list[dict[str, Any]]) -> dict[str, float | No
         f"pass_at_m_{kind}": statistics.fmean(solved[clean]) if solved[clean] else None
         for clean, kind in ((True, "clean"), (False, "erroneous"))
     }
+
+
+def hard_step(run_dir: Path) -> int | None:
+    """The position of HardStepChain's hard step in a run (``None`` for other tasks)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    options = config["actor"].get("task_options") or {}
+    return options.get("hard_step")
+
+
+def resets_at(episodes: list[dict[str, Any]], step: int | None) -> float | None:
+    """Share of reset groups that resample from ``step`` (the rest start at an easy step).
+
+    >>> groups = [{"kind": "base", "reset_index": None}, {"kind": "reset", "reset_index": 8}]
+    >>> resets_at([{"groups": groups}, {"groups": [{"kind": "reset", "reset_index": 3}]}], 8)
+    0.5
+    """
+    starts = [g["reset_index"] for e in episodes for g in e["groups"] if g["kind"] == "reset"]
+    if step is None or not starts:
+        return None
+    return sum(s == step for s in starts) / len(starts)
 
 
 def cumulative_generation(
