@@ -38,6 +38,7 @@ from thoughtmdp.learners.model.policy import (
     token_scores,
 )
 from thoughtmdp.learners.model.shared_prefix import shared_prefix_logprobs, shared_prefix_scores
+from thoughtmdp.settings.deepspeed import deepspeed_config
 from thoughtmdp.settings.learner import LearnerConfig
 from thoughtmdp.types import Episode
 
@@ -239,6 +240,9 @@ def batch_metrics(batch: PaddedBatch) -> dict[str, float]:
 def build_trainer(config: LearnerConfig, device: torch.device | None = None) -> Trainer:
     """Load the policy, wrap it in its engine and build the loss.
 
+    Under DeepSpeed the process group is joined first, so that under ZeRO-3 the policy loads
+    partitioned, under the DeepSpeed config the engine is built with.
+
     Args:
         config: Learner settings.
         device: Where to compute; default from ``config.device`` (under DeepSpeed, the
@@ -250,7 +254,10 @@ def build_trainer(config: LearnerConfig, device: torch.device | None = None) -> 
     if device is None:
         device = _device(config)
     torch.manual_seed(config.seed)
-    model = load_policy(config)
+    ds_config = None
+    if config.deepspeed.enabled:
+        ds_config = deepspeed_config(config, torch.distributed.get_world_size())
+    model = load_policy(config, ds_config)
     engine = build_engine(model, config, device)
     pad_id = getattr(model.config, "pad_token_id", None)
     if pad_id is None:

@@ -263,3 +263,78 @@ def test_zero3_ranks_with_uneven_work_and_every_weight_gathered_do_not_hang(
     state, reference = load_file(str(tmp_path / "rank1.safetensors")), single.engine.adapter_state()
     for name, value in reference.items():
         assert torch.allclose(state[name], value, atol=2e-5), name
+
+
+# Each rank: the policy as build_trainer hands it to the engine (before deepspeed.initialize),
+# one step, and the DeepSpeed config transformers loaded under against the engine's.
+PARTITIONED_WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from safetensors.torch import save_file
+    from transformers.integrations import deepspeed_config
+    from thoughtmdp.learners import trainer as trainer_module
+    from thoughtmdp.settings.learner import LearnerConfig
+    from thoughtmdp.settings.convert import from_dict
+    from test_deepspeed import batch
+
+    config = from_dict(LearnerConfig, json.loads(sys.argv[1]))
+    out = Path(sys.argv[2])
+    loaded = {}
+    build_engine = trainer_module.build_engine
+
+    def inspect_then_build(model, config, device):
+        for name, p in model.named_parameters():
+            if "lora_" not in name:
+                share = p.ds_tensor.numel() if hasattr(p, "ds_tensor") else None
+                loaded[name] = {"ds_id": hasattr(p, "ds_id"), "numel": p.numel(),
+                                "share": share, "ds_numel": getattr(p, "ds_numel", None)}
+        return build_engine(model, config, device)
+
+    trainer_module.build_engine = inspect_then_build
+    trainer = trainer_module.build_trainer(config)
+    lora_partitioned = all(
+        hasattr(p, "ds_id") for p in trainer.engine.parameters.values()
+    )
+    loss = trainer.step(trainer.pad(batch()))["actor/pg_loss"]
+    rank = trainer.engine.rank
+    save_file(trainer.engine.adapter_state(), str(out / f"rank{rank}.safetensors"))
+    report = {"loaded": loaded, "loss": loss, "lora_partitioned": lora_partitioned,
+              "same_config": deepspeed_config() == trainer.engine.engine.config}
+    (out / f"report{rank}.json").write_text(json.dumps(report))
+    """
+)
+
+
+def test_zero3_ranks_load_the_base_model_partitioned_and_train_as_one_process(
+    tiny_model_dir, tmp_path
+):
+    from thoughtmdp.learners import build_trainer
+    from thoughtmdp.settings.convert import from_dict
+    from thoughtmdp.settings.learner import LearnerConfig
+
+    ds_file = tmp_path / "ds.json"
+    ds_file.write_text(
+        json.dumps({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}})
+    )
+    values = settings(tiny_model_dir)
+    values.update(deepspeed={"config_file": str(ds_file)}, prompts_per_minibatch=4)
+    ranks = start_ranks(PARTITIONED_WORKER, [json.dumps(values), str(tmp_path)], tmp_path)
+    codes = [r.wait(timeout=500) for r in ranks]
+    assert codes == [0, 0], (tmp_path / "rank0.log").read_text()[-3000:]
+    reports = [json.loads((tmp_path / f"report{r}.json").read_text()) for r in (0, 1)]
+    for report in reports:
+        assert report["loaded"], "no base weights"
+        for name, weight in report["loaded"].items():  # a placeholder holding its half only
+            assert weight["ds_id"] and weight["numel"] == 0, name
+            assert weight["share"] == -(-weight["ds_numel"] // 2), name
+        assert report["lora_partitioned"] and report["same_config"]
+    naive = settings(tiny_model_dir)
+    naive.update(prompts_per_minibatch=4)
+    single = build_trainer(from_dict(LearnerConfig, naive))
+    expected = single.step(single.pad(batch()))["actor/pg_loss"]
+    assert reports[0]["loss"] == reports[1]["loss"] == pytest.approx(expected, rel=1e-4)
+    state, reference = load_file(str(tmp_path / "rank1.safetensors")), single.engine.adapter_state()
+    assert state.keys() == reference.keys()
+    for name, value in reference.items():
+        assert torch.allclose(state[name], value, atol=2e-5), name

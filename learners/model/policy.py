@@ -44,19 +44,33 @@ class TokenScores(NamedTuple):
     entropy: Tensor
 
 
-def load_policy(config: LearnerConfig) -> nn.Module:
+def load_policy(config: LearnerConfig, ds_config: dict[str, Any] | None = None) -> nn.Module:
     """The base model from ``config.model`` with a fresh LoRA adapter; only the adapter trains.
+
+    Under DeepSpeed ZeRO-3 the base model is loaded partitioned: no rank ever holds all of it.
+    A transformers ``HfDeepSpeedConfig`` made from ``ds_config`` (the dict ``deepspeed.initialize``
+    gets next) makes ``from_pretrained`` build the model under ``deepspeed.zero.Init``: every
+    base weight is a ZeRO-3 placeholder of which this rank keeps its ``1 / world_size`` share,
+    on its device, and the checkpoint is copied in one module at a time (by rank 0, then
+    partitioned again). The LoRA weights PEFT adds afterwards are whole, and alike on every
+    rank (seeded), until ``deepspeed.initialize`` partitions them. The model keeps the
+    ``HfDeepSpeedConfig`` alive as ``hf_deepspeed_config`` (transformers holds only a weak
+    reference to it). The process group must be joined first. With any other ``ds_config``
+    (stages 0-2) or none, the whole model is loaded, as by a single process.
 
     Args:
         config: Learner settings (``model``, ``lora``, ``dtype``, ``seed``,
             ``gradient_checkpointing``).
+        ds_config: The run's DeepSpeed config, ``None`` without DeepSpeed.
 
     Returns:
-        A ``peft.PeftModel`` in training mode, on the CPU.
+        A ``peft.PeftModel`` in training mode, on the CPU (under ZeRO-3, partitioned over
+        the ranks' devices).
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    partitioned_load = zero3_partitioned_load(ds_config)
     base = AutoModelForCausalLM.from_pretrained(config.model, dtype=DTYPES[config.dtype])
     if config.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -73,7 +87,22 @@ def load_policy(config: LearnerConfig) -> nn.Module:
     for name, parameter in model.named_parameters():
         parameter.requires_grad_("lora_" in name)
     model.train()
+    if partitioned_load is not None:
+        model.hf_deepspeed_config = partitioned_load
     return model
+
+
+def zero3_partitioned_load(ds_config: dict[str, Any] | None) -> Any:
+    """An ``HfDeepSpeedConfig`` (transformers) of ``ds_config`` if it is ZeRO-3's, else ``None``.
+
+    While the returned object lives, ``from_pretrained`` loads models partitioned under
+    ``deepspeed.zero.Init`` with this config.
+    """
+    if ds_config is None or ds_config.get("zero_optimization", {}).get("stage", 0) != 3:
+        return None
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(ds_config)
 
 
 @contextlib.contextmanager
