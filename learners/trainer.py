@@ -258,7 +258,7 @@ def build_trainer(config: LearnerConfig, device: torch.device | None = None) -> 
     if config.deepspeed.enabled:
         ds_config = deepspeed_config(config, torch.distributed.get_world_size())
     model = load_policy(config, ds_config)
-    engine = build_engine(model, config, device)
+    engine = build_engine(model, config, device, ds_config)
     pad_id = getattr(model.config, "pad_token_id", None)
     if pad_id is None:
         pad_id = getattr(model.config, "eos_token_id", None) or 0

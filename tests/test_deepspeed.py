@@ -283,13 +283,13 @@ PARTITIONED_WORKER = textwrap.dedent(
     loaded = {}
     build_engine = trainer_module.build_engine
 
-    def inspect_then_build(model, config, device):
+    def inspect_then_build(model, config, device, ds_config=None):
         for name, p in model.named_parameters():
             if "lora_" not in name:
                 share = p.ds_tensor.numel() if hasattr(p, "ds_tensor") else None
                 loaded[name] = {"ds_id": hasattr(p, "ds_id"), "numel": p.numel(),
                                 "share": share, "ds_numel": getattr(p, "ds_numel", None)}
-        return build_engine(model, config, device)
+        return build_engine(model, config, device, ds_config)
 
     trainer_module.build_engine = inspect_then_build
     trainer = trainer_module.build_trainer(config)

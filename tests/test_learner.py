@@ -343,6 +343,7 @@ def test_deepspeed_config_from_a_user_file_keeps_zero_and_pins_batching(tmp_path
     assert deepspeed_config(settings, world_size=4) == {
         "zero_optimization": {"stage": 3, "overlap_comm": True},
         "bf16": {"enabled": True},
+        "data_types": {"grad_accum_dtype": "fp32"},
         "train_batch_size": 4,
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,

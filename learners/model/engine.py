@@ -177,17 +177,25 @@ class DeepSpeedEngine:
         model: The policy.
         config: Learner settings (``deepspeed``, ``optim``, ``dtype``).
         device: This rank's device.
+        ds_config: The DeepSpeed config (default: built from ``config``); under ZeRO-3 pass
+            the one the policy was loaded under.
     """
 
     TAG = "engine"
 
-    def __init__(self, model: nn.Module, config: LearnerConfig, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LearnerConfig,
+        device: torch.device,
+        ds_config: dict[str, Any] | None = None,
+    ) -> None:
         import deepspeed
 
         self.device, self.rank, self.world_size = device, dist.get_rank(), dist.get_world_size()
         self.parameters = adapter_parameters(model)
         params = list(self.parameters.values())
-        ds_config = deepspeed_config(config, self.world_size)
+        ds_config = ds_config or deepspeed_config(config, self.world_size)
         optimizer = adamw(params, config.optim)
         scheduler = lr_scheduler(optimizer, config.optim, optimizer_steps(config))
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
@@ -240,12 +248,18 @@ class DeepSpeedEngine:
             self.engine.load_checkpoint(str(folder), tag=self.TAG, load_module_strict=False)
 
 
-def build_engine(model: nn.Module, config: LearnerConfig, device: torch.device) -> Engine:
-    """DeepSpeed when ``config.deepspeed`` asks for it, else the local engine."""
+def build_engine(
+    model: nn.Module,
+    config: LearnerConfig,
+    device: torch.device,
+    ds_config: dict[str, Any] | None = None,
+) -> Engine:
+    """DeepSpeed (with ``ds_config``, if given) when ``config.deepspeed`` asks for it, else
+    the local engine."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if config.deepspeed.enabled:
-        return DeepSpeedEngine(model, config, device)
+        return DeepSpeedEngine(model, config, device, ds_config)
     dtype = DTYPES[config.dtype]
     return LocalEngine(model, config.optim, device, optimizer_steps(config), dtype)
