@@ -254,8 +254,7 @@ def build_engine(
     device: torch.device,
     ds_config: dict[str, Any] | None = None,
 ) -> Engine:
-    """DeepSpeed (with ``ds_config``, if given) when ``config.deepspeed`` asks for it, else
-    the local engine."""
+    """DeepSpeed when ``config.deepspeed`` asks for it (``ds_config``: its config), else local."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
