@@ -118,13 +118,19 @@ def pick_signal_episode(episodes: Sequence[Episode]) -> int | None:
 
 
 @torch.no_grad()
-def signal_map(engine: Any, batch: PaddedBatch, temperature: float) -> dict[str, Any]:
+def signal_map(
+    engine: Any, batch: PaddedBatch, temperature: float, rows_per_pass: int = 8
+) -> dict[str, Any]:
     """Per-thought mean gradient signal of every rollout of one episode (paper App. 14).
+
+    The log-probabilities come from forward passes without gradient, ``rows_per_pass``
+    rollouts at a time, so the map never costs more memory than an update's micro-batch.
 
     Args:
         engine: The learner's engine (every rank calls this: ZeRO-3 gathers weights).
         batch: The episode and its arrays (one episode of the step's batch, ``batch.select``).
         temperature: The sampling temperature (logits are divided by it).
+        rows_per_pass: Rollouts scored in one forward pass (``rollouts_per_microbatch``).
 
     Returns:
         ``{"problem_id", "rollouts": [{"kind", "reset_index", "reward", "advantage",
@@ -134,7 +140,12 @@ def signal_map(engine: Any, batch: PaddedBatch, temperature: float) -> dict[str,
 
     (episode,), arrays = batch.episodes, batch.arrays
     ids = torch.from_numpy(arrays.input_ids).to(engine.device)  # (B, T)
-    logprobs = token_logprobs(engine, ids, temperature).float().cpu()  # (B, T)
+    with torch.no_grad():
+        parts = [
+            token_logprobs(engine, ids[row : row + rows_per_pass], temperature).float().cpu()
+            for row in range(0, ids.shape[0], max(1, rows_per_pass))
+        ]
+    logprobs = torch.cat(parts)  # (B, T)
     mask = torch.from_numpy(arrays.loss_mask).float()  # (B, T)
     tokens = mask.sum(-1).clamp(min=1)  # (B,) T_i
     advantages = torch.from_numpy(arrays.advantages).abs()  # (B,)

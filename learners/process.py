@@ -235,7 +235,12 @@ class LearnerLoop:
         if index is None:
             return
         one = batch.select(index, index + 1)
-        found = signal_map(self.trainer.engine, one, self.config.loss.temperature)
+        found = signal_map(
+            self.trainer.engine,
+            one,
+            self.config.loss.temperature,
+            self.config.rollouts_per_microbatch,
+        )
         if self.episode_log is not None:
             self.episode_log.write_signal_map(self.step + 1, found)
 

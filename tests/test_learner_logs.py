@@ -64,6 +64,35 @@ def test_signal_map_matches_the_formula_and_masks_the_prefix(tiny_model_dir, tok
     assert [t["masked"] for t in base] == [False, False]
 
 
+@pytest.mark.parametrize("rows_per_pass", [1, 3])
+def test_signal_map_scores_a_few_rollouts_a_pass_without_gradient(
+    tiny_model_dir, tokenizer, rows_per_pass
+):
+    trainer = build_trainer(config(tiny_model_dir))
+    batch = trainer.pad([hand_episode(tokenizer)])
+    passes = []
+    module = trainer.engine.model
+    hook = module.register_forward_hook(
+        lambda _m, _a, out: passes.append((out.logits.shape[0], torch.is_grad_enabled()))
+    )
+    try:
+        found = signal_map(trainer.engine, batch, 1.0, rows_per_pass)
+    finally:
+        hook.remove()
+    whole = signal_map(trainer.engine, batch, 1.0, rows_per_pass=4)
+    assert [rows for rows, _ in passes] == [rows_per_pass] * (4 // rows_per_pass) + (
+        [4 % rows_per_pass] if 4 % rows_per_pass else []
+    )
+    assert not any(grad for _, grad in passes)
+    for got, want in zip(found["rollouts"], whole["rollouts"], strict=True):
+        for a, b in zip(got["thoughts"], want["thoughts"], strict=True):
+            assert a["masked"] == b["masked"]
+            if b["signal"] is None:
+                assert a["signal"] is None
+            else:
+                assert a["signal"] == pytest.approx(b["signal"], rel=1e-5, abs=1e-9)
+
+
 def test_an_episode_without_gradient_in_both_groups_is_not_mapped(tokenizer):
     episode = hand_episode(tokenizer)
     base, reset = episode.groups
