@@ -54,21 +54,28 @@ def test_bf16_forward_runs_the_adapter_in_bf16_on_fp32_master_weights(tiny_model
     assert weight.dtype == torch.float32 and not torch.equal(weight.detach(), before), name
 
 
-def test_a_bf16_run_publishes_bf16_adapters_and_checkpoints_fp32_weights(
-    tiny_model_dir, tokenizer, tmp_path
-):
+def one_learner_step(model_dir, tokenizer, run_dir, **changes):
+    """One step of the learner process on one episode; the published version 1's file."""
     source: queue.Queue = queue.Queue()
     source.put(("actor-0", hand_episode(tokenizer, "train/0")))
     settings = config(
-        tiny_model_dir, tmp_path, dtype="bfloat16", device="cpu", prompts_per_step=1,
-        prompts_per_minibatch=1, checkpoint_every=1, signal_map_every=0,
+        model_dir, run_dir, prompts_per_step=1, prompts_per_minibatch=1, signal_map_every=0,
+        **changes,
     )  # fmt: skip
     loop = LearnerLoop(settings, build_trainer(settings), source=source)
     try:
         loop.run_step()
     finally:
         loop.close()
-    published = tmp_path / "adapters" / "v000001" / "adapter_model.safetensors"
+    return run_dir / "adapters" / "v000001" / "adapter_model.safetensors"
+
+
+def test_a_bf16_run_publishes_bf16_adapters_and_checkpoints_fp32_weights(
+    tiny_model_dir, tokenizer, tmp_path
+):
+    published = one_learner_step(
+        tiny_model_dir, tokenizer, tmp_path, dtype="bfloat16", device="cpu", checkpoint_every=1
+    )
     assert dtypes_in(published) == {"BF16"}
     checkpoint = latest_checkpoint(tmp_path)
     assert checkpoint is not None
@@ -76,18 +83,8 @@ def test_a_bf16_run_publishes_bf16_adapters_and_checkpoints_fp32_weights(
 
 
 def test_an_fp32_run_publishes_fp32_adapters(tiny_model_dir, tokenizer, tmp_path):
-    source: queue.Queue = queue.Queue()
-    source.put(("actor-0", hand_episode(tokenizer, "train/0")))
-    settings = config(
-        tiny_model_dir, tmp_path, prompts_per_step=1, prompts_per_minibatch=1,
-        checkpoint_every=0, signal_map_every=0,
-    )  # fmt: skip
-    loop = LearnerLoop(settings, build_trainer(settings), source=source)
-    try:
-        loop.run_step()
-    finally:
-        loop.close()
-    assert dtypes_in(tmp_path / "adapters" / "v000001" / "adapter_model.safetensors") == {"F32"}
+    published = one_learner_step(tiny_model_dir, tokenizer, tmp_path, checkpoint_every=0)
+    assert dtypes_in(published) == {"F32"}
 
 
 def test_deepspeed_accumulates_bf16_gradients_in_fp32_unless_the_file_says_otherwise(tmp_path):
