@@ -7,10 +7,13 @@ tiny model warm-started on it (``credit/runs.py`` holds the recipe). Every metho
 prompt), RRPO, SRPO and oracle resets (``1x4``), SRPO at ``2x4`` and ``1x8``, and resets at
 the least confident step. Each run's adapter versions are evaluated on 1,000 held-out
 problems: sampled pass@1 (4 samples a problem at the training temperature, the same draws for
-every run) with its standard error, and greedy. Studies, in the order compute goes to them:
+every run) with its standard error, and greedy. With ``--focus``, the main comparison's first
+and last versions also get the hard step's pass rate from a correct prefix
+(``credit/focus.py``): the credit a run learnt where resets aim it. Studies, in the order
+compute goes to them:
 
 - ``main``: GRPO, RRPO, SRPO, oracle at the late hard step, 5 seeds;
-- ``lr``: GRPO and SRPO at three learning rates, 2 seeds (the best rate of each is then used);
+- ``lr``: GRPO and SRPO at five learning rates, 2 seeds (the best rate of each is then used);
 - ``knob``: GRPO, oracle, SRPO at three positions of the hard step, 3 seeds;
 - ``shapes``: SRPO 2x4 and 1x8, least-confident resets, 3 seeds.
 
@@ -30,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from credit.focus import FOCUS_FILE, focus_accuracy
 from credit.page import markdown
 from credit.probe import probe
 from credit.report import goals, knob_rows, lr_rows, method_rows, plot_curves, plot_knob
@@ -41,6 +45,8 @@ from train_runs import add_run_arguments, train_once
 from thoughtmdp.runs.files import SUMMARY_FILE
 
 PROBE_PROBLEMS = {"full": 400, "quick": 8}
+FOCUS_SIZE = {"full": (500, 2), "quick": (8, 2)}
+"""Problems and samples a problem of the focus measurement."""
 
 
 class Benchmark:
@@ -61,6 +67,17 @@ class Benchmark:
             )
             self.records[run.key] = read_run(folder, self._tokenizer(folder))
         return self.records[run.key]
+
+    def add_focus(self, run: Run) -> None:
+        """Add the hard step's pass rate from a correct prefix, first and last version."""
+        record = self.records[run.key]
+        problems, samples = FOCUS_SIZE["quick" if self.args.quick else "full"]
+        folder = Path(record["run_dir"])
+        start = self.args.runs / f"h{run.hard_step}" / FOCUS_FILE  # one starting policy
+        record["focus"] = {
+            "start": focus_accuracy(folder, 0, problems, samples, out=start),
+            "final": focus_accuracy(folder, None, problems, samples),
+        }
 
     def _tokenizer(self, folder: Path) -> Any:
         if self.tokenizer is None:
@@ -145,6 +162,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--report-only", action="store_true", help="report the finished runs; train nothing"
     )
+    parser.add_argument(
+        "--focus",
+        action="store_true",
+        help="also measure the hard step from a correct prefix (main comparison)",
+    )
     add_run_arguments(parser, "runs/learning")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
@@ -160,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.report_only and not (run.folder(args.runs) / SUMMARY_FILE).exists():
                 continue
             record = bench.train(run)
+            if args.focus and name == "main":
+                bench.add_focus(run)
             if run.hard_step not in probes:
                 probes[run.hard_step] = measure(bench, run, Path(record["run_dir"]))
             result = report(bench, probes, command)

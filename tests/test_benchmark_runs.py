@@ -78,7 +78,7 @@ def test_a_failed_run_names_its_log(tmp_path):
 def test_learning_quick_writes_curves_goals_and_the_probe(cache, tmp_path):
     learning = load("learning")
     out, runs = tmp_path / "results", tmp_path / "runs"
-    argv = ["--quick", "--methods", "grpo", "oracle", *settings()]
+    argv = ["--quick", "--focus", "--methods", "grpo", "oracle", *settings()]
     learning.main([*argv, "--out", str(out), "--runs", str(runs)])
     report = json.loads((out / "learning.json").read_text())
     assert set(report["main"]) == {"grpo", "oracle"}
@@ -97,6 +97,16 @@ def test_learning_quick_writes_curves_goals_and_the_probe(cache, tmp_path):
         == (report["runs"]["h8/oracle-lr0.0002-seed0"]["curve"][0])
     )
     assert report["main"]["oracle"]["resets"]["exact_match_rate"] is not None
+    # the hard step from a correct prefix: one starting policy, each run's last adapter
+    focus = {m: report["main"][m]["focus"] for m in ("grpo", "oracle")}
+    assert focus["grpo"]["start"] == focus["oracle"]["start"]
+    assert all(0 <= f["final"] <= 1 and f["seeds"] == 1 for f in focus.values())
+    assert focus["oracle"]["gap_to_grpo"]["gap"] == pytest.approx(
+        focus["oracle"]["final"] - focus["grpo"]["final"]
+    )
+    measured = json.loads((runs / "h8" / "grpo-lr0.0002-seed0" / "focus.json").read_text())
+    assert [v["version"] for v in measured.values()] == [2]
+    assert "## The hard step from a correct prefix" in (out / "learning.md").read_text()
     assert 0 <= report["probes"]["8"]["reach_focus_clean_rate"] <= 1
     assert any(g["goal"].startswith("oracle reaches") for g in report["goals"])
     assert "| oracle |" in (out / "learning.md").read_text()

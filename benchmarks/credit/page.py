@@ -40,6 +40,7 @@ def markdown(report: dict[str, Any]) -> str:
         *method_table("Main comparison (hard step 8 of 8)", report["main"]),
         "![learning curves](learning.png)",
         "",
+        *focus_table(report["main"]),
         *lr_table(report["lr"], report["learning_rates"]),
         *knob_table(report["knob"], report["probes"]),
         *method_table("Episode shapes and least-confident resets", report["shapes"]),
@@ -84,6 +85,35 @@ def method_table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
             f"| {name} | {r['seeds']} | {_pct(r['start'])} | {interval} | {_pct(r['final_se'])} | "
             f"{_pct(r['greedy_final'])} | {r['rollouts']:,.0f} | {r['tokens']:,.0f} | "
             f"{r['minutes']:.1f} | {resets} |"
+        )
+    return [*lines, ""]
+
+
+def focus_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    measured = {name: r["focus"] for name, r in rows.items() if r.get("focus")}
+    if not measured:
+        return []
+    lines = [
+        "## The hard step from a correct prefix",
+        "",
+        "Chains sampled from the reference solver's correct thoughts up to the hard step "
+        "(temperature 1): how often the rest, the hard step first, comes out right. This is "
+        "the credit a run learnt where resets aim it, apart from sharpening the easy steps.",
+        "",
+        "| method | seeds | start | final [95 %] | SE a run | gap to GRPO, paired [95 %] |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in measured.items():
+        interval = f"{_pct(f['final'])} [{_pct(f['final_low'])}, {_pct(f['final_high'])}]"
+        gap = f.get("gap_to_grpo")
+        versus = (
+            "–"
+            if name == "grpo" or gap is None
+            else (f"{_points(gap['gap'])} [{_points(gap['low'])}, {_points(gap['high'])}]")
+        )
+        lines.append(
+            f"| {name} | {f['seeds']} | {_pct(f['start'])} | {interval} | {_pct(f['se'])} "
+            f"| {versus} |"
         )
     return [*lines, ""]
 

@@ -11,6 +11,7 @@ from report_files import save_figure
 from credit.stats import (
     AXES,
     bootstrap,
+    focus_gap,
     gap_at_equal,
     mean_curve,
     paired_final_gap,
@@ -45,8 +46,26 @@ def method_rows(runs: Runs) -> dict[str, dict[str, Any]]:
             **{axis: _mean([r["curve"][-1][axis] for r in records]) for axis in AXES},
             "minutes": _mean([r["minutes"] for r in records]),
             "resets": resets,
+            "focus": focus_row(records, runs.get("grpo", [])),
         }
     return rows
+
+
+def focus_row(records: list[dict[str, Any]], grpo: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The hard step's pass rate from a correct prefix: start, final, paired gap to GRPO."""
+    measured = [r["focus"] for r in records if "focus" in r]
+    if not measured:
+        return None
+    final, low, high = t_interval([f["final"]["pass_rate"] for f in measured])
+    return {
+        "seeds": len(measured),
+        "start": measured[0]["start"]["pass_rate"],
+        "final": final,
+        "final_low": low,
+        "final_high": high,
+        "se": _mean([f["final"]["se"] for f in measured]),
+        "gap_to_grpo": focus_gap(records, grpo),
+    }
 
 
 def goals(runs: Runs) -> list[dict[str, Any]]:

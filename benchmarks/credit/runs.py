@@ -44,7 +44,7 @@ MAIN_KNOB = 8
 """The hard step of the main comparison: the last, so fewest chains reach it cleanly."""
 KNOBS = (2, 5, 8)
 """Hard-step positions of the knob study (``p`` falls as the step moves later)."""
-LEARNING_RATES = (1e-4, 2e-4, 4e-4)
+LEARNING_RATES = (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3)
 DEFAULT_LR = 2e-4
 
 
@@ -133,7 +133,7 @@ def study(name: str, budget: Budget, lrs: dict[str, float]) -> list[Run]:
 
     Args:
         name: ``main`` (GRPO, RRPO, SRPO, oracle; ``budget.seeds`` seeds), ``lr`` (GRPO and
-            SRPO at three rates, 2 seeds), ``knob`` (GRPO, oracle, SRPO at every knob value,
+            SRPO at five rates, 2 seeds), ``knob`` (GRPO, oracle, SRPO at every knob value,
             3 seeds) or ``shapes`` (SRPO 2x4 and 1x8, least-confident resets; 3 seeds).
         budget: The budget (its seeds cap every study's).
         lrs: The learning rate of each method (the best of the ``lr`` study, once it ran).

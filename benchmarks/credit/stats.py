@@ -242,6 +242,16 @@ def paired_final_gap(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[s
     return {"gap": mean, "low": low, "high": high, "seeds": len(gaps)}
 
 
+def focus_gap(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Final hard-step pass rate from a correct prefix, ``a`` minus ``b``, paired by seed."""
+    pairs = [(x, y) for x, y in _paired(a, b) if "focus" in x and "focus" in y]
+    if not pairs:
+        return None
+    gaps = [x["focus"]["final"]["pass_rate"] - y["focus"]["final"]["pass_rate"] for x, y in pairs]
+    mean, low, high = t_interval(gaps)
+    return {"gap": mean, "low": low, "high": high, "seeds": len(gaps)}
+
+
 def gap_at_equal(a: list[dict[str, Any]], b: list[dict[str, Any]], axis: str) -> dict[str, float]:
     """``a`` minus ``b`` at the largest budget on ``axis`` both runs of a seed reached."""
     gaps = []
